@@ -1,0 +1,138 @@
+"""Volumes on disk and in memory: NIfTI (nibabel) and SimpleITK views of the same physical space.
+
+mr2ct keeps every in-memory volume in RAS+ voxel order (nibabel's closest canonical orientation):
+axis 0 runs left->right, axis 1 posterior->anterior, axis 2 inferior->superior, so a sagittal slice
+is ``array[i]`` with shape (AP, SI). The affine maps voxel indices to RAS millimetres. SimpleITK works in
+LPS; the conversions here are the only place that flips signs, so physical points agree everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import SimpleITK as sitk
+
+RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A 3D array with the affine that maps its voxel indices to RAS millimetres."""
+
+    array: np.ndarray
+    affine: np.ndarray
+
+    @property
+    def spacing(self) -> np.ndarray:
+        return np.linalg.norm(self.affine[:3, :3], axis=0)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.array.shape
+
+    def with_array(self, array: np.ndarray) -> "Volume":
+        """The same grid holding other voxel values (shape must match)."""
+        if array.shape != self.array.shape:
+            raise ValueError(f"array shape {array.shape} does not match grid {self.array.shape}")
+        return Volume(array, self.affine)
+
+    def index_to_ras(self, index: np.ndarray) -> np.ndarray:
+        """Continuous voxel indices (..., 3) -> RAS mm (..., 3)."""
+        index = np.asarray(index, dtype=np.float64)
+        return index @ self.affine[:3, :3].T + self.affine[:3, 3]
+
+    def ras_to_index(self, points: np.ndarray) -> np.ndarray:
+        """RAS mm (..., 3) -> continuous voxel indices (..., 3)."""
+        inverse = np.linalg.inv(self.affine)
+        return np.asarray(points, dtype=np.float64) @ inverse[:3, :3].T + inverse[:3, 3]
+
+
+def load_nifti(path: str | Path, canonical: bool = True) -> tuple[Volume, nib.Nifti1Image]:
+    """Read a NIfTI as a Volume (RAS+ voxel order when ``canonical``) and return the original image too.
+
+    The original image keeps the header on disk, so outputs can be written back in the input's own
+    orientation with :func:`save_like`.
+    """
+    image = nib.load(str(path))
+    if len(image.shape) != 3:
+        raise ValueError(f"{path}: expected a 3D image, got shape {image.shape}")
+    view = nib.as_closest_canonical(image) if canonical else image
+    return Volume(np.asanyarray(view.dataobj), view.affine.copy()), image
+
+
+def save_nifti(volume: Volume, path: str | Path, dtype: np.dtype | None = None) -> Path:
+    """Write a Volume atomically (temp file in the same folder, then rename)."""
+    array = volume.array if dtype is None else volume.array.astype(dtype)
+    image = nib.Nifti1Image(array, volume.affine)
+    image.header.set_qform(volume.affine, code=1)
+    image.header.set_sform(volume.affine, code=1)
+    return _atomic_nifti_write(image, Path(path))
+
+
+def save_like(array: np.ndarray, reference: nib.Nifti1Image, path: str | Path, dtype=np.float32) -> Path:
+    """Write a RAS+-ordered array on ``reference``'s grid and header (its own axis order), atomically.
+
+    This is how synthetic CTs and labels are made to overlay the input MRI in any viewer.
+    """
+    reference_axcodes = nib.aff2axcodes(reference.affine)
+    transform = nib.orientations.ornt_transform(
+        nib.orientations.axcodes2ornt(("R", "A", "S")), nib.orientations.axcodes2ornt(reference_axcodes)
+    )
+    reoriented = nib.orientations.apply_orientation(array, transform)
+    if reoriented.shape != tuple(reference.shape[:3]):
+        raise ValueError(f"array shape {array.shape} does not fit the reference grid {reference.shape}")
+    header = reference.header.copy()
+    header.set_data_dtype(dtype)
+    header["scl_slope"], header["scl_inter"] = 1.0, 0.0
+    image = nib.Nifti1Image(reoriented.astype(dtype), reference.affine, header)
+    return _atomic_nifti_write(image, Path(path))
+
+
+def _atomic_nifti_write(image: nib.Nifti1Image, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(path.suffixes) or ".nii.gz"
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        nib.save(image, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def to_sitk(volume: Volume) -> sitk.Image:
+    """The same voxels and physical space as a SimpleITK image (LPS)."""
+    spacing = volume.spacing
+    affine_lps = RAS_TO_LPS @ volume.affine
+    direction = affine_lps[:3, :3] / spacing
+    image = sitk.GetImageFromArray(np.ascontiguousarray(volume.array.transpose(2, 1, 0)))
+    image.SetSpacing(tuple(float(s) for s in spacing))
+    image.SetDirection(tuple(float(d) for d in direction.ravel()))
+    image.SetOrigin(tuple(float(o) for o in affine_lps[:3, 3]))
+    return image
+
+
+def from_sitk(image: sitk.Image) -> Volume:
+    """A SimpleITK image as a Volume with a RAS affine (voxel order kept as SimpleITK's x, y, z)."""
+    spacing = np.array(image.GetSpacing())
+    direction = np.array(image.GetDirection()).reshape(3, 3)
+    affine_lps = np.eye(4)
+    affine_lps[:3, :3] = direction * spacing
+    affine_lps[:3, 3] = image.GetOrigin()
+    array = sitk.GetArrayFromImage(image).transpose(2, 1, 0)
+    return Volume(array, RAS_TO_LPS @ affine_lps)
+
+
+def ras_to_lps(points: np.ndarray) -> np.ndarray:
+    """Flip physical points between RAS and LPS (the map is its own inverse)."""
+    return np.asarray(points, dtype=np.float64) * np.array([-1.0, -1.0, 1.0])
+
+
+lps_to_ras = ras_to_lps
