@@ -1,0 +1,31 @@
+# mr2ct: `make install run` sets up and runs the main job on the built-in phantom; `make install test` tests.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU build of torch; on a GPU machine install the CUDA build of the same version first.
+TORCH ?= torch==2.13.0
+
+.PHONY: install run test test-full bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+install: $(BIN)/python
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+
+run:
+	$(BIN)/python -m mr2ct.train $(ARGS)
+
+test:
+	$(BIN)/python -m pytest -q $(ARGS)
+
+test-full:
+	$(BIN)/python -m pytest -q -m "" $(ARGS)
+
+bench:
+	@for script in benchmarks/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+clean:
+	rm -rf outputs multirun .cache .pytest_cache

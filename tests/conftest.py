@@ -1,0 +1,39 @@
+"""Shared test helpers: compose the real configs with tiny overrides (lightning-hydra-template style)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from mr2ct.config import register_configs
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+# A tiny but complete run: 4 phantom subjects, narrow nets, two optimisation steps, no W&B network.
+TINY = [
+    "data.phantom.subjects=4",
+    "trainer=smoke",
+    "loader.crop_size=32",
+    "loader.batch_size=4",
+    "preprocess.elastic_copies=1",
+    "preprocess.spacing_inplane_mm=3.0",
+    "inference.t=2",
+    "inference.batch_size=8",
+    "model.net.channels=4",
+    "model.net.levels=3",
+]
+
+
+def compose_config(overrides: list[str] = (), config_name: str = "config") -> DictConfig:
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name=config_name, overrides=list(overrides))
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """One phantom/prepare cache for the whole test session (cache entries are keyed by config)."""
+    return tmp_path_factory.mktemp("cache")
