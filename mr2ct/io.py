@@ -136,3 +136,24 @@ def ras_to_lps(points: np.ndarray) -> np.ndarray:
 
 
 lps_to_ras = ras_to_lps
+
+
+def resample_array(volume: Volume, affine: np.ndarray, shape: tuple[int, ...], order: int = 1, cval: float = 0.0) -> Volume:
+    """Resample ``volume`` onto the grid (``affine``, ``shape``) of the same physical space.
+
+    Linear (order 1) or cubic (3) for intensities, nearest (0) for labels; outside the source -> ``cval``.
+    """
+    from scipy.ndimage import affine_transform
+
+    target_to_source = np.linalg.inv(volume.affine) @ affine
+    resampled = affine_transform(
+        volume.array.astype(np.float32) if order else volume.array,
+        target_to_source[:3, :3],
+        offset=target_to_source[:3, 3],
+        output_shape=tuple(shape),
+        order=order,
+        mode="constant",
+        cval=cval,
+        prefilter=order > 1,
+    )
+    return Volume(resampled, np.asarray(affine, dtype=np.float64))
