@@ -8,9 +8,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from mr2ct.cli import CONF_DIR
 from mr2ct.config import register_configs
-
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 # A tiny but complete run: 4 phantom subjects, narrow nets, two optimisation steps, no W&B network.
 TINY = [

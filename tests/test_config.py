@@ -6,7 +6,11 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from tests.conftest import CONF_DIR, compose_config
+import subprocess
+import sys
+
+from mr2ct.cli import CONF_DIR, unknown_key_messages
+from tests.conftest import compose_config
 
 GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir())
 OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONF_DIR / group).glob("*.yaml"))]
@@ -50,3 +54,19 @@ def test_unknown_group_option_lists_available():
     with pytest.raises(Exception) as error:
         compose_config(["registration=three_point"])
     assert "two_point" in str(error.value) and "one_point" in str(error.value)
+
+
+def test_misspelt_key_message_lists_the_valid_keys():
+    messages = unknown_key_messages(["model=pix2pix", "inference.etaa=1", "loader.crop_size=32", "model.net.chanels=8"])
+    assert messages == [
+        "unknown config key 'inference.etaa'; valid keys under 'inference': batch_size, eta, overlap, sampler, samples, t, w",
+        "unknown config key 'model.net.chanels'; valid keys under 'model.net': channels, dropout, kind, levels",
+    ]
+
+
+def test_cli_misspelt_override_exits_with_valid_keys():
+    result = subprocess.run(
+        [sys.executable, "-m", "mr2ct.train", "inference.etaa=1"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode != 0
+    assert "valid keys under 'inference': batch_size, eta" in result.stderr
