@@ -1,0 +1,8 @@
+"""The procedural spine phantom: paired MR/CT subjects with exact ground truth (DESIGN.md section 4)."""
+
+from mr2ct.phantom.generate import PhantomSubject, generate_dataset, generate_subject
+
+# Bump when generated data change for the same config, so caches keyed by the config are not reused.
+PHANTOM_VERSION = 1
+
+__all__ = ["PHANTOM_VERSION", "PhantomSubject", "generate_dataset", "generate_subject"]
