@@ -12,7 +12,9 @@ $(BIN)/python:
 
 install: $(BIN)/python
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q "$(TORCH)" "numpy>=2,<2.5" setuptools wheel
+	# elasticdeform's wheel is compiled against NumPy 1 and fails to import with NumPy 2: build it here.
+	$(BIN)/python -m pip install -q --no-build-isolation --no-binary elasticdeform "elasticdeform==0.5.1"
 	$(BIN)/python -m pip install -q -e ".[dev]"
 
 run:

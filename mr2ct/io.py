@@ -100,11 +100,19 @@ def _atomic_nifti_write(image: nib.Nifti1Image, path: Path) -> Path:
     os.close(fd)
     try:
         nib.save(image, tmp)
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def current_umask() -> int:
+    """The process umask (read by setting and restoring it), so atomic writes get ordinary permissions."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def to_sitk(volume: Volume) -> sitk.Image:
@@ -138,10 +146,11 @@ def ras_to_lps(points: np.ndarray) -> np.ndarray:
 lps_to_ras = ras_to_lps
 
 
-def resample_array(volume: Volume, affine: np.ndarray, shape: tuple[int, ...], order: int = 1, cval: float = 0.0) -> Volume:
-    """Resample ``volume`` onto the grid (``affine``, ``shape``) of the same physical space.
+def resample_array(volume: Volume, affine: np.ndarray, shape: tuple[int, ...], order: int = 1) -> Volume:
+    """``volume`` sampled at the voxel centres of the grid (``affine``, ``shape``) in the same physical space.
 
-    Linear (order 1) or cubic (3) for intensities, nearest (0) for labels; outside the source -> ``cval``.
+    Linear (order 1) or cubic (3) for intensities, nearest (0) for labels (dtype kept); beyond the source's
+    edge the border value is extended, since the grids resampled here cover the same field of view.
     """
     from scipy.ndimage import affine_transform
 
@@ -152,8 +161,6 @@ def resample_array(volume: Volume, affine: np.ndarray, shape: tuple[int, ...], o
         offset=target_to_source[:3, 3],
         output_shape=tuple(shape),
         order=order,
-        mode="constant",
-        cval=cval,
-        prefilter=order > 1,
+        mode="nearest",
     )
     return Volume(resampled, np.asarray(affine, dtype=np.float64))

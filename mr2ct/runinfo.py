@@ -14,6 +14,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from mr2ct.io import current_umask
+
 PACKAGES = (
     "mr2ct", "torch", "lightning", "hydra-core", "omegaconf", "monai", "numpy", "scipy", "nibabel",
     "SimpleITK", "elasticdeform", "einops", "wandb",
@@ -66,6 +68,7 @@ def write_json(obj: Any, path: str | Path) -> Path:
     try:
         with os.fdopen(fd, "w") as handle:
             json.dump(obj, handle, indent=1, allow_nan=False, default=_jsonable)
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

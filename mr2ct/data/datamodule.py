@@ -1,0 +1,301 @@
+"""The Lightning data module over a prepared dataset (issue 4 point 5).
+
+Training batches: paired (or, for unpaired methods, independently drawn) MR/CT crops with MR brightness and
+contrast jitter and a random anterior-posterior flip. Validation batches: fixed centre crops of the stored
+arrays, never augmented. Images are (B, 1, H, W) with H = anterior-posterior and W = inferior-superior
+(a sagittal slice ``volume[i]`` in RAS+ order), or (B, 1, X, Y, Z) patches in 3D; regions outside the data
+are filled with -1 (air in CT, black in MR).
+
+Randomness never depends on the number of workers: the sampler hands each item its own seed, drawn from
+``seed`` and the epoch, so the same seed gives the same batches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from mr2ct.config import LoaderConfig
+from mr2ct.data.preprocess import load_manifest
+
+FILL = -1.0
+EVAL_SPLITS = ("val", "test")
+
+
+@dataclass(frozen=True)
+class TestVolume:
+    """A whole evaluation volume on its prepared grid plus what is needed to write results on the MR header."""
+
+    name: str
+    contrast: str
+    mr: np.ndarray  # (X, Y, Z) model space
+    ct: np.ndarray  # (X, Y, Z) model space, evaluation reference
+    seg: np.ndarray  # VerSe ids, evaluation reference
+    subreg: np.ndarray
+    affine: np.ndarray  # prepared grid -> RAS mm
+    mr_affine: np.ndarray  # native MR grid (RAS+ canonical) -> RAS mm
+    mr_shape: tuple[int, int, int]
+    mr_path: str
+
+
+# ---------------------------------------------------------------------------------------------- pure helpers
+def window(shape: Sequence[int], start: Sequence[int], size: Sequence[int]) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+    """Source slices into an array of ``shape`` and destination slices into a ``size`` canvas for a crop at
+    ``start`` (which may lie partly outside the array: the rest of the canvas is padding)."""
+    source = tuple(slice(max(s, 0), min(s + n, d)) for s, n, d in zip(start, size, shape))
+    destination = tuple(slice(src.start - s, src.stop - s) for src, s in zip(source, start))
+    return source, destination
+
+
+def crop(
+    image: np.ndarray,
+    start: Sequence[int],
+    size: Sequence[int],
+    flip_axis: int | None = None,
+    transform: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> np.ndarray:
+    """A ``size`` crop at ``start`` padded with -1; ``transform`` acts on the data part only, before padding."""
+    source, destination = window(image.shape, start, size)
+    canvas = np.full(tuple(size), FILL, dtype=np.float32)
+    region = image[source]
+    canvas[destination] = region if transform is None else transform(region)
+    return canvas if flip_axis is None else np.flip(canvas, axis=flip_axis)
+
+
+def random_start(shape: Sequence[int], size: Sequence[int], rng: np.random.Generator) -> list[int]:
+    """A uniformly random crop origin; where the image is smaller than the crop, a random padding split."""
+    return [int(rng.integers(min(0, d - n), max(0, d - n) + 1)) for d, n in zip(shape, size)]
+
+
+def centre_start(shape: Sequence[int], size: Sequence[int]) -> list[int]:
+    """The crop origin of a centred crop (negative where the image is smaller: padded on both sides)."""
+    return [(d - n) // 2 for d, n in zip(shape, size)]
+
+
+def start_around(
+    centre: Sequence[int], shape: Sequence[int], size: Sequence[int]
+) -> list[int]:
+    """The origin of a crop centred on ``centre``, moved to stay inside the image where the image allows."""
+    return [int(np.clip(c - n // 2, min(0, d - n), max(0, d - n))) for c, d, n in zip(centre, shape, size)]
+
+
+def jitter_mr(mr: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
+    """Brightness then contrast factors drawn from U(1 - s, 1 + s), applied to [0, 1]-scaled MR as
+    torchvision's ColorJitter does (contrast blends with the image mean), then mapped back to [-1, 1]."""
+    if strength <= 0:
+        return mr
+    x = ((mr + 1.0) / 2.0) * rng.uniform(1 - strength, 1 + strength)
+    x = x.clip(0.0, 1.0)
+    mean = x.mean()
+    x = (mean + rng.uniform(1 - strength, 1 + strength) * (x - mean)).clip(0.0, 1.0)
+    return (x * 2.0 - 1.0).astype(np.float32)
+
+
+def spine_slices(seg: np.ndarray, min_spine_pixels: int) -> np.ndarray:
+    """Sagittal slice indices (axis 0) with at least ``min_spine_pixels`` labelled voxels."""
+    return np.flatnonzero((seg > 0).reshape(seg.shape[0], -1).sum(axis=1) >= min_spine_pixels)
+
+
+def spine_box(seg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lowest and highest voxel index of the labels along each axis (the whole volume if unlabelled)."""
+    found = np.argwhere(seg > 0)
+    if len(found) == 0:
+        return np.zeros(seg.ndim, dtype=int), np.asarray(seg.shape) - 1
+    return found.min(axis=0), found.max(axis=0)
+
+
+def _as_tensor(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None]
+
+
+# ---------------------------------------------------------------------------------------------- sampling
+class SeededSampler(Sampler):
+    """Yields ``(position, item_seed)``: a fresh permutation and fresh item seeds every epoch, all from ``seed``."""
+
+    def __init__(self, length: int, seed: int):
+        self.length, self.seed, self.epoch = length, seed, 0
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        self.epoch += 1
+        order = rng.permutation(self.length)
+        seeds = rng.integers(0, 2**63 - 1, size=self.length)
+        return iter(zip(order.tolist(), seeds.tolist()))
+
+
+class TrainSet(Dataset):
+    """Random training views. A sample is a sagittal slice (2D) or a volume (3D: a patch around the spine)."""
+
+    def __init__(self, volumes: list[dict], dims: int, loader_cfg: LoaderConfig, paired: bool, min_spine_pixels: int):
+        self.volumes, self.dims, self.cfg, self.paired = volumes, dims, loader_cfg, paired
+        if dims == 2:
+            self.samples = [(v, int(s)) for v, vol in enumerate(volumes) for s in spine_slices(vol["seg"], min_spine_pixels)]
+        else:
+            self.samples = [(v, -1) for v in range(len(volumes))]
+            self.boxes = [spine_box(vol["seg"]) for vol in volumes]
+        if not self.samples:
+            raise ValueError(f"no training sample has >= {min_spine_pixels} spine pixels")
+        if not paired and len(self.samples) < 2:
+            raise ValueError("unpaired training needs at least two training samples")
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _image(self, position: int, key: str) -> np.ndarray:
+        volume, index = self.samples[position]
+        array = self.volumes[volume][key]
+        return array[index] if self.dims == 2 else array
+
+    def _start(self, position: int, rng: np.random.Generator) -> list[int]:
+        size = [self.cfg.crop_size] * self.dims
+        shape = self._image(position, "mr").shape
+        if self.dims == 2:
+            return random_start(shape, size, rng)
+        low, high = self.boxes[self.samples[position][0]]
+        centre = [int(rng.integers(lo, hi + 1)) for lo, hi in zip(low, high)]
+        return start_around(centre, shape, size)
+
+    def _flip(self, rng: np.random.Generator) -> int | None:
+        return -2 if self.cfg.flip_ap and rng.random() < 0.5 else None  # AP is axis -2 in 2D and 3D
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
+        position, item_seed = key
+        rng = np.random.default_rng(item_seed)
+        size = [self.cfg.crop_size] * self.dims
+        start, flip = self._start(position, rng), self._flip(rng)
+        jitter = partial(jitter_mr, strength=self.cfg.jitter, rng=rng)
+        mr = crop(self._image(position, "mr"), start, size, flip, jitter)
+        if self.paired:
+            ct = crop(self._image(position, "ct"), start, size, flip)
+        else:
+            other = int(rng.integers(len(self.samples) - 1))
+            other += other >= position  # any sample but this one
+            ct = crop(self._image(other, "ct"), self._start(other, rng), size, self._flip(rng))
+        return {"mr": _as_tensor(mr), "ct": _as_tensor(ct)}
+
+
+class ValSet(Dataset):
+    """Fixed validation views: centre crops of spine slices (2D) or a patch at the spine's centre (3D)."""
+
+    def __init__(self, volumes: list[dict], dims: int, crop_size: int, min_spine_pixels: int):
+        self.volumes, self.dims, self.size = volumes, dims, [crop_size] * dims
+        if dims == 2:
+            self.samples = [(v, int(s)) for v, vol in enumerate(volumes) for s in spine_slices(vol["seg"], min_spine_pixels)]
+        else:
+            self.samples = [(v, -1) for v in range(len(volumes))]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, position: int) -> dict[str, torch.Tensor]:
+        volume, index = self.samples[position]
+        record = self.volumes[volume]
+        if self.dims == 2:
+            mr, ct = record["mr"][index], record["ct"][index]
+            start = centre_start(mr.shape, self.size)
+        else:
+            mr, ct = record["mr"], record["ct"]
+            low, high = spine_box(record["seg"])
+            start = start_around((low + high) // 2, mr.shape, self.size)
+        return {"mr": _as_tensor(crop(mr, start, self.size)), "ct": _as_tensor(crop(ct, start, self.size))}
+
+
+# ---------------------------------------------------------------------------------------------- module
+class SpineDataModule(L.LightningDataModule):
+    """Batches from a prepared dataset (``mr2ct.data.preprocess.prepare_dataset``)."""
+
+    def __init__(
+        self,
+        prepared_dir: str | Path,
+        loader_cfg: LoaderConfig,
+        dims: int = 2,
+        paired: bool = True,
+        min_spine_pixels: int = 10,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.prepared_dir = Path(prepared_dir)
+        self.loader_cfg, self.dims, self.paired = loader_cfg, dims, paired
+        self.min_spine_pixels, self.seed = min_spine_pixels, seed
+        self.manifest = load_manifest(self.prepared_dir)
+        if self.manifest["dims"] != dims:
+            raise ValueError(f"{self.prepared_dir} holds {self.manifest['dims']}D data, the data module was asked for {dims}D")
+        self.train_set: TrainSet | None = None
+        self.val_set: ValSet | None = None
+        self._sampler: SeededSampler | None = None
+
+    @property
+    def train_files(self) -> list[Path]:
+        """The prepared training files (every elastic copy of every training subject)."""
+        return [self.prepared_dir / relative for relative in self.manifest["files"]["train"]]
+
+    def _records(self, split: str, keys: dict[str, str]) -> list[dict[str, np.ndarray]]:
+        """Load a split's files once, keeping ``keys`` (stored name -> name used here)."""
+        records = []
+        for relative in self.manifest["files"][split]:
+            with np.load(self.prepared_dir / relative) as stored:
+                records.append({name: stored[key] for key, name in keys.items()})
+        return records
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is None and stage in (None, "fit"):
+            volumes = self._records("train", {"mr": "mr", "ct": "ct", "seg": "seg"})
+            self.train_set = TrainSet(volumes, self.dims, self.loader_cfg, self.paired, self.min_spine_pixels)
+            self._sampler = SeededSampler(len(self.train_set), self.seed)
+        if self.val_set is None and stage in (None, "fit", "validate"):
+            # Validation scores the same target as training: the CT registered with the chosen mode.
+            volumes = self._records("val", {"mr": "mr", "target_ct": "ct", "target_seg": "seg"})
+            self.val_set = ValSet(volumes, self.dims, self.loader_cfg.crop_size, self.min_spine_pixels)
+
+    def _loader(self, dataset: Dataset, sampler: Sampler | None) -> DataLoader:
+        workers = self.loader_cfg.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=self.loader_cfg.batch_size,
+            sampler=sampler,
+            shuffle=False,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup("fit")
+        return self._loader(self.train_set, self._sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        self.setup("validate")
+        return self._loader(self.val_set, None)
+
+    def test_volumes(self, split: str = "test") -> list[TestVolume]:
+        """Whole evaluation volumes with their evaluation reference (independent of the registration mode)."""
+        if split not in EVAL_SPLITS:
+            raise ValueError(f"split must be one of {EVAL_SPLITS}, got {split!r}")
+        volumes = []
+        for relative in self.manifest["files"][split]:
+            with np.load(self.prepared_dir / relative) as stored:
+                volumes.append(
+                    TestVolume(
+                        name=Path(relative).stem,
+                        contrast=str(stored["contrast"]),
+                        mr=stored["mr"],
+                        ct=stored["ct"],
+                        seg=stored["seg"],
+                        subreg=stored["subreg"],
+                        affine=stored["affine"],
+                        mr_affine=stored["mr_affine"],
+                        mr_shape=tuple(int(n) for n in stored["mr_shape"]),
+                        mr_path=str(stored["mr_path"]),
+                    )
+                )
+        return volumes

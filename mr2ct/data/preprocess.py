@@ -1,0 +1,278 @@
+"""Registered subjects -> cached training arrays (DESIGN.md sections 2 and 7; issue 4 point 4).
+
+Model space (the value ranges every network sees, shared with inference):
+- CT: ``clip(HU / 1000, -1, 1)``; back to HU with ``x * 1000``.
+- MR: ``clip(MR / robust_max, 0, 1) * 2 - 1`` where ``robust_max`` is the ``mr_robust_max_percentile``
+  percentile (default 99.5) of all voxels of the subject's native MR volume. A percentile instead of the
+  plain maximum keeps one hot voxel (flow artefact, fat at the coil) from darkening the whole image;
+  inference computes it the same way on the MR it is given.
+
+Grids: 2D keeps the MR slice thickness along axis 0 (left-right) and resamples the sagittal plane (axes 1, 2)
+to ``spacing_inplane_mm``; 3D resamples all axes to ``spacing_iso_mm``. Both cover the MR field of view.
+MR, CT and labels go onto that grid with one interpolation each (the CT through the registration).
+
+Elastic copies (training subjects only) use ``elasticdeform.deform_grid``, the function behind the
+reference code's ``deform_random_grid``: a coarse grid of ``elastic_points`` control points per deformed
+axis with N(0, ``elastic_sigma``) voxel displacements drawn from the subject's own seeded generator (not
+NumPy's global state), cubic B-spline interpolation of the displacements, cubic resampling of images and
+nearest of labels, ``reflect`` borders. In 2D the deformation acts in the sagittal plane (the same field
+for every slice, so thick slices do not exchange content); in 3D it acts on all axes.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from pathlib import Path
+from typing import Any, Sequence
+
+import elasticdeform
+import numpy as np
+from tqdm.auto import tqdm
+
+from mr2ct.cache import cached
+from mr2ct.config import DataConfig, PreprocessConfig, RegistrationConfig
+from mr2ct.data.sources import data_key, plain_config, subject_root
+from mr2ct.io import Volume, resample_array
+
+FORMAT_VERSION = 1
+SPLITS = ("train", "val", "test")
+MANIFEST = "manifest.json"
+REGISTRATION_REPORT = "registration_report.csv"
+HU_SCALE = 1000.0
+
+
+# ---------------------------------------------------------------------------------------------- value maps
+def ct_to_model(hu):
+    """HU -> model space, ``clip(HU / 1000, -1, 1)`` (numpy arrays and torch tensors alike)."""
+    return (hu / HU_SCALE).clip(-1.0, 1.0)
+
+
+def model_to_ct(x):
+    """Model space -> HU (the inverse of :func:`ct_to_model` inside [-1000, 1000] HU)."""
+    return x * HU_SCALE
+
+
+def mr_robust_max(volume: np.ndarray, percentile: float) -> float:
+    """The ``percentile`` of all voxels of a native MR volume: the intensity mapped to +1 in model space."""
+    robust_max = float(np.percentile(np.asarray(volume, dtype=np.float64), percentile))
+    if not robust_max > 0:
+        raise ValueError(f"MR intensities have no positive {percentile}th percentile (blank or negative image)")
+    return robust_max
+
+
+def mr_to_model(mr, robust_max: float):
+    """MR intensities -> model space, ``clip(MR / robust_max, 0, 1) * 2 - 1``."""
+    if not robust_max > 0:
+        raise ValueError(f"robust_max must be positive, got {robust_max}")
+    return (mr / robust_max).clip(0.0, 1.0) * 2.0 - 1.0
+
+
+# ---------------------------------------------------------------------------------------------- grids
+def regrid(volume: Volume, spacing: Sequence[float]) -> Volume:
+    """A zero grid with per-axis ``spacing`` over the same field of view (same first voxel edge, same axes)."""
+    old_spacing = volume.spacing
+    new_spacing = np.asarray(spacing, dtype=np.float64)
+    extent = np.asarray(volume.shape) * old_spacing
+    shape = np.maximum(np.round(extent / new_spacing).astype(int), 1)
+    scale = new_spacing / old_spacing
+    affine = volume.affine.copy()
+    affine[:3, :3] = volume.affine[:3, :3] * scale
+    affine[:3, 3] = volume.index_to_ras(-0.5 + 0.5 * scale)  # first new centre, half a new voxel inside the edge
+    return Volume(np.zeros(tuple(shape), dtype=np.float32), affine)
+
+
+def prepared_grid_2d(mr: Volume, spacing: float) -> Volume:
+    """The MR grid with the sagittal plane (axes 1, 2) at ``spacing`` mm and the slice thickness kept."""
+    return regrid(mr, (mr.spacing[0], spacing, spacing))
+
+
+def prepared_grid_3d(mr: Volume, spacing: float) -> Volume:
+    """An isotropic grid at ``spacing`` mm covering the MR field of view."""
+    return regrid(mr, (spacing, spacing, spacing))
+
+
+def prepared_grid(mr: Volume, preprocess_cfg: PreprocessConfig) -> Volume:
+    """The grid the data of ``preprocess_cfg.dims`` live on."""
+    if preprocess_cfg.dims == 2:
+        return prepared_grid_2d(mr, preprocess_cfg.spacing_inplane_mm)
+    if preprocess_cfg.dims == 3:
+        return prepared_grid_3d(mr, preprocess_cfg.spacing_iso_mm)
+    raise ValueError(f"preprocess.dims must be 2 or 3, got {preprocess_cfg.dims}")
+
+
+def resample_onto(volume: Volume, grid: Volume, order: int) -> Volume:
+    """``volume`` sampled at the voxel centres of ``grid`` (same physical space; edges extend the border)."""
+    return resample_array(volume, grid.affine, grid.shape, order=order)
+
+
+# ---------------------------------------------------------------------------------------------- elastic
+def elastic_deform(
+    arrays: Sequence[np.ndarray],
+    orders: Sequence[int],
+    sigma: float,
+    points: int,
+    axes: Sequence[int],
+    rng: np.random.Generator,
+) -> list[np.ndarray]:
+    """Deform same-shaped arrays jointly with one random coarse-grid field (elasticdeform's algorithm).
+
+    ``orders`` gives each array's interpolation order (3 for images, 0 for labels); dtypes are kept.
+    """
+    displacement = rng.standard_normal((len(axes), *([points] * len(axes)))) * sigma
+    deformed = elasticdeform.deform_grid(
+        [np.asarray(a) for a in arrays], displacement, order=list(orders), mode="reflect", axis=tuple(axes)
+    )
+    return [d.astype(a.dtype, copy=False) for d, a in zip(deformed, arrays)]
+
+
+def deformed_copy(record: dict[str, np.ndarray], preprocess_cfg: PreprocessConfig, rng: np.random.Generator) -> dict:
+    """One elastic copy of a training record: MR, CT, seg and subreg deformed by the same field."""
+    axes = (1, 2) if preprocess_cfg.dims == 2 else (0, 1, 2)
+    mr, ct, seg, subreg = elastic_deform(
+        [record["mr"], record["ct"], record["seg"], record["subreg"]],
+        orders=[3, 3, 0, 0],
+        sigma=preprocess_cfg.elastic_sigma,
+        points=preprocess_cfg.elastic_points,
+        axes=axes,
+        rng=rng,
+    )
+    # Cubic interpolation overshoots at edges; model space is bounded.
+    return {**record, "mr": mr.clip(-1, 1), "ct": ct.clip(-1, 1), "seg": seg, "subreg": subreg}
+
+
+# ---------------------------------------------------------------------------------------------- subjects
+def prepare_subject(
+    subject: Any, registration_mode: str, preprocess_cfg: PreprocessConfig, rng: np.random.Generator
+) -> list[dict[str, Any]]:
+    """One subject as model-space arrays on its prepared grid.
+
+    Train: the registered pair (mode ``registration_mode``) plus ``elastic_copies`` deformed copies.
+    Val/test: one undeformed record whose ``ct/seg/subreg`` are the evaluation reference (independent of the
+    registration mode), with the native MR grid to write outputs back; val also carries the mode's
+    registered ``target_ct/target_seg``, the same training target the train split uses.
+    """
+    from mr2ct.registration import evaluation_reference, register, resample_to_grid
+
+    grid = prepared_grid(subject.mr, preprocess_cfg)
+    try:
+        robust_max = mr_robust_max(subject.mr.array, preprocess_cfg.mr_robust_max_percentile)
+    except ValueError as error:
+        raise ValueError(f"subject {subject.name}: mr.nii.gz: {error}") from error
+    base = {"mr": mr_to_model(resample_onto(subject.mr, grid, order=1).array, robust_max).astype(np.float32),
+            "affine": grid.affine}
+
+    if subject.split != "test":
+        transform = register(subject, registration_mode)
+        target = {
+            "ct": ct_to_model(resample_to_grid(subject.ct, grid, transform, kind="image").array).astype(np.float32),
+            "seg": resample_to_grid(subject.ct_seg, grid, transform, kind="labels").array.astype(np.int16),
+            "subreg": resample_to_grid(subject.ct_subreg, grid, transform, kind="labels").array.astype(np.uint8),
+        }
+    if subject.split == "train":
+        record = {**base, **target}
+        return [record] + [deformed_copy(record, preprocess_cfg, rng) for _ in range(preprocess_cfg.elastic_copies)]
+
+    reference = evaluation_reference(subject)
+    record = {
+        **base,
+        "ct": ct_to_model(resample_onto(reference.ct, grid, order=1).array).astype(np.float32),
+        "seg": resample_onto(reference.seg, grid, order=0).array.astype(np.int16),
+        "subreg": resample_onto(reference.subreg, grid, order=0).array.astype(np.uint8),
+        "mr_affine": subject.mr.affine,
+        "mr_shape": np.asarray(subject.mr.shape),
+        "mr_robust_max": np.float64(robust_max),
+        "contrast": np.str_(subject.contrast),
+        "mr_path": np.str_(str((Path(subject.folder) / "mr.nii.gz").resolve())),
+    }
+    if subject.split == "val":
+        record.update(target_ct=target["ct"], target_seg=target["seg"])
+    return [record]
+
+
+def subject_rng(seed: int, name: str) -> np.random.Generator:
+    """A subject's own random stream: independent of the order and number of other subjects."""
+    return np.random.default_rng([seed, zlib.crc32(name.encode())])
+
+
+def record_filenames(split: str, name: str, count: int) -> list[str]:
+    """Relative paths of a subject's files inside the prepared entry."""
+    if split == "train":
+        return [f"train/{name}__copy{k}.npz" for k in range(count)]
+    return [f"{split}/{name}.npz"]
+
+
+# ---------------------------------------------------------------------------------------------- dataset
+def prepared_key(
+    data_cfg: DataConfig, registration_cfg: RegistrationConfig, preprocess_cfg: PreprocessConfig
+) -> dict:
+    """Exactly what determines a prepared dataset (the cache key)."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "data": data_key(data_cfg),
+        "registration": plain_config(registration_cfg),
+        "preprocess": plain_config(preprocess_cfg),
+    }
+
+
+def prepare_dataset(
+    data_cfg: DataConfig,
+    registration_cfg: RegistrationConfig,
+    preprocess_cfg: PreprocessConfig,
+    cache_dir: str | Path,
+    progress: bool = True,
+) -> Path:
+    """Register, resample, normalise and augment every subject once; return the cached entry's folder.
+
+    A second call with the same configs returns the existing entry without work. A subject that fails
+    raises with its message and leaves no entry.
+    """
+    key = prepared_key(data_cfg, registration_cfg, preprocess_cfg)
+    seed = preprocess_cfg.seed
+    mode = key["registration"]["mode"]
+
+    def build(folder: Path) -> None:
+        from mr2ct.data.subjects import load_subjects
+        from mr2ct.registration import registration_report, write_registration_report
+
+        root = subject_root(data_cfg, cache_dir, progress=progress)
+        subjects = load_subjects(root)
+        names: dict[str, list[str]] = {split: [] for split in SPLITS}
+        files: dict[str, list[str]] = {split: [] for split in SPLITS}
+        for split in SPLITS:
+            (folder / split).mkdir()
+        for subject in tqdm(subjects, desc="preparing subjects", unit="subject", disable=not progress):
+            records = prepare_subject(subject, mode, preprocess_cfg, subject_rng(seed, subject.name))
+            paths = record_filenames(subject.split, subject.name, len(records))
+            for record, relative in zip(records, paths):
+                np.savez_compressed(folder / relative, **record)
+            names[subject.split].append(subject.name)
+            files[subject.split].extend(paths)
+        write_registration_report(registration_report(subjects, mode), folder / REGISTRATION_REPORT)
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "dims": preprocess_cfg.dims,
+            "spacing": preprocess_cfg.spacing_inplane_mm if preprocess_cfg.dims == 2 else preprocess_cfg.spacing_iso_mm,
+            "registration_mode": mode,
+            "mr_robust_max_percentile": preprocess_cfg.mr_robust_max_percentile,
+            "min_spine_pixels": preprocess_cfg.min_spine_pixels,
+            "elastic_copies": preprocess_cfg.elastic_copies,
+            "seed": seed,
+            "subject_root": str(Path(root).resolve()),
+            "subjects": names,
+            "files": files,
+        }
+        (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
+
+    return cached("prepared", key, cache_dir, build)
+
+
+def load_manifest(prepared_dir: str | Path) -> dict:
+    """The manifest of a prepared entry, with a clear error when the folder is not one."""
+    path = Path(prepared_dir) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"{prepared_dir} is not a prepared dataset (no {MANIFEST}); run mr2ct.prepare")
+    manifest = json.loads(path.read_text())
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: format version {manifest.get('format_version')}, this code reads {FORMAT_VERSION}")
+    return manifest

@@ -1,0 +1,59 @@
+"""Where subjects come from: the generated phantom (built once into the cache) or a subject root on disk.
+
+Both end in the same DESIGN.md section 3 layout, so everything downstream takes one path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import is_dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from mr2ct.cache import cached
+from mr2ct.config import DataConfig, PhantomConfig
+
+SUBJECT_MANIFEST = "manifest.csv"
+
+
+def plain_config(config: Any) -> dict:
+    """A dataclass or DictConfig as a plain dict with enums as strings (stable cache keys, JSON manifests)."""
+    node = OmegaConf.structured(config) if is_dataclass(config) else config
+    return OmegaConf.to_container(node, resolve=True, enum_to_str=True)
+
+
+def data_key(data_cfg: DataConfig) -> dict:
+    """Exactly the part of the data config that determines the subjects (the display name does not)."""
+    if data_cfg.kind == "phantom":
+        return {"kind": "phantom", "phantom": plain_config(data_cfg.phantom)}
+    if data_cfg.kind == "nifti":
+        return {"kind": "nifti", "root": str(Path(str(data_cfg.root)).resolve())}
+    raise ValueError(f"data.kind must be 'phantom' or 'nifti', got {data_cfg.kind!r}")
+
+
+def subject_root(data_cfg: DataConfig, cache_dir: str | Path, progress: bool = True) -> Path:
+    """The folder holding the subjects: a cached phantom build, or ``data_cfg.root`` once checked."""
+    key = data_key(data_cfg)
+    if key["kind"] == "phantom":
+        return _phantom_root(data_cfg.phantom, cache_dir, progress)
+    root = Path(str(data_cfg.root)) if data_cfg.root is not None else None
+    if root is None or not root.is_dir():
+        raise FileNotFoundError(f"data.root {data_cfg.root!r} is not a folder (data={data_cfg.name!r}, kind=nifti)")
+    if not (root / SUBJECT_MANIFEST).is_file():
+        raise FileNotFoundError(f"data.root {root} has no {SUBJECT_MANIFEST} (see DESIGN.md section 3 for the layout)")
+    return root
+
+
+def _phantom_root(phantom_cfg: Any, cache_dir: str | Path, progress: bool) -> Path:
+    """Generate the phantom once per phantom config; a typed PhantomConfig instance goes to the generator."""
+    # Imported here: the phantom package is only needed when phantom data are asked for.
+    from mr2ct.phantom import PHANTOM_VERSION, generate_dataset
+
+    config = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(PhantomConfig), phantom_cfg))
+    return cached(
+        "phantom",
+        {"phantom_version": PHANTOM_VERSION, **plain_config(config)},
+        cache_dir,
+        lambda folder: generate_dataset(config, folder, progress=progress),
+    )
