@@ -1,0 +1,33 @@
+"""Diffusion maths shared by the 2D and 3D methods: the noise schedule and the DDIM/DDPM samplers."""
+
+from mr2ct.diffusion.sampler import (
+    NULL_CONDITION_VALUE,
+    Prediction,
+    SamplerName,
+    ddim_step,
+    ddim_timesteps,
+    ddpm_posterior,
+    ddpm_step,
+    guided_prediction,
+    null_condition_like,
+    sample,
+    x0_and_eps,
+)
+from mr2ct.diffusion.schedule import NoiseSchedule, cosine_alphas_cumprod, q_sample
+
+__all__ = [
+    "NULL_CONDITION_VALUE",
+    "NoiseSchedule",
+    "Prediction",
+    "SamplerName",
+    "cosine_alphas_cumprod",
+    "ddim_step",
+    "ddim_timesteps",
+    "ddpm_posterior",
+    "ddpm_step",
+    "guided_prediction",
+    "null_condition_like",
+    "q_sample",
+    "sample",
+    "x0_and_eps",
+]
