@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -47,13 +47,20 @@ class PhantomConfig:
 
 
 @dataclass
-class DataConfig:
-    """Where subjects come from: the phantom (generated and cached) or a subject root on disk."""
+class DatasetConfig:
+    """One set of subjects: the phantom (generated and cached) or a subject root on disk."""
 
     name: str = MISSING
     kind: str = "phantom"  # phantom | nifti
     root: Optional[str] = None  # subject root for kind=nifti (DESIGN.md section 3 layout)
     phantom: PhantomConfig = field(default_factory=PhantomConfig)
+
+
+@dataclass
+class DataConfig(DatasetConfig):
+    """The training data (its test split is always evaluated) plus further test-only sets."""
+
+    test_sets: list[DatasetConfig] = field(default_factory=list)
 
 
 class RegistrationMode(str, Enum):
@@ -79,6 +86,7 @@ class PreprocessConfig:
     elastic_points: int = 3
     mr_robust_max_percentile: float = 99.5
     min_spine_pixels: int = 10
+    seed: int = 0  # elastic deformations; apart from the training seed so seed sweeps share the data
 
 
 @dataclass
@@ -149,6 +157,62 @@ class ModelConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+# CT segmenter behind ``segmenter=``: one flat schema serves both kinds; each reads only its own fields.
+# phantom_unet: training/numbering fields key its cache entry, runtime fields do not. command: an external program.
+SEGMENTER_KINDS = ("phantom_unet", "command")
+ANCHORS = ("caudal", "cranial")
+
+
+@dataclass
+class SegmenterConfig:
+    kind: str = "phantom_unet"  # phantom_unet | command
+
+    # --- phantom_unet: training data (phantom CTs on MR grids; a seed apart from the translation data)
+    preset: str = "t1w"
+    region: str = "lumbar"  # training region, and the region vertebrae are numbered in
+    subjects: int = 10
+    seed: int = 1000
+    # --- phantom_unet: network and working grid
+    channels: List[int] = field(default_factory=lambda: [16, 32, 64, 128])
+    num_res_units: int = 1
+    spacing_mm: float = 2.0  # in-plane working spacing of the sagittal slices
+    context_mm: float = 3.0  # neighbour planes at +-context_mm (left-right) as extra channels; 0 disables
+    spinous_class: bool = True  # spinous process as its own class (else part of "posterior")
+    # --- phantom_unet: optimisation
+    steps: int = 600
+    batch_size: int = 16
+    crop_size: int = 96
+    lr: float = 2e-3
+    empty_slice_fraction: float = 0.15  # share of training crops from slices without bone
+    # --- phantom_unet: augmentation (so synthetic-CT appearance is in distribution)
+    hu_scale: float = 0.15  # HU multiplied by U(1 - s, 1 + s)
+    hu_offset: float = 100.0  # HU shifted by U(-o, o)
+    noise_hu: float = 60.0  # Gaussian noise with std U(0, noise_hu)
+    blur_px: float = 1.2  # Gaussian blur with std U(0, blur_px) working pixels
+    rotate_deg: float = 10.0
+    zoom: float = 0.15  # in-plane zoom U(1 - z, 1 + z)
+    # --- phantom_unet: vertebra numbering (mr2ct.segment.numbering)
+    anchor: str = "caudal"  # the caudal-most body is the region's last vertebra; cranial: top is the first
+    min_body_mm3: float = 500.0
+    split_ratio: float = 1.6  # a body taller than this x the median height is cut (fused bodies)
+    # --- phantom_unet: runtime only (not part of the cache key)
+    device: str = "auto"  # auto | cpu | cuda
+    inference_batch_size: int = 32
+    progress: bool = True
+
+    # --- command: the external program
+    command: str = ""  # e.g. "TotalSegmentator -i {input} -o {output} --ml"
+    label_map: Dict[int, int] = field(default_factory=dict)  # program id -> VerSe id; other ids -> background
+    subregion_command: Optional[str] = None
+    subregion_label_map: Dict[int, int] = field(default_factory=dict)  # empty: ids are already 41..50
+    required_paths: List[str] = field(default_factory=list)  # e.g. the program's weights
+    timeout_s: Optional[float] = None
+
+
+RUNTIME_FIELDS = ("device", "inference_batch_size", "progress")
+COMMAND_FIELDS = ("command", "label_map", "subregion_command", "subregion_label_map", "required_paths", "timeout_s")
+
+
 @dataclass
 class PathsConfig:
     root_dir: str = "."
@@ -165,6 +229,7 @@ class TrainConfig:
     loader: LoaderConfig = field(default_factory=LoaderConfig)
     model: ModelConfig = MISSING
     inference: InferenceConfig = MISSING
+    segmenter: SegmenterConfig = MISSING
     trainer: TrainerConfig = MISSING
     logger: LoggerConfig = MISSING
     paths: PathsConfig = field(default_factory=PathsConfig)
@@ -174,13 +239,22 @@ class TrainConfig:
     fail_on_purpose: bool = False  # tests: make this job raise after set-up (multirun failure handling)
 
 
+@dataclass
+class EvaluateConfig:
+    """mr2ct.evaluate: a trained run (or checkpoint) re-evaluated with any inference settings."""
+
+    defaults: list[Any] = field(default_factory=list)
+    ckpt: str = MISSING  # a train run dir, or a .ckpt file inside one
+    inference: InferenceConfig = MISSING
+    segmenter: SegmenterConfig = MISSING
+    logger: LoggerConfig = MISSING
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    seed: int = 0
+    experiment_name: str = "evaluate"
+
+
 def register_configs() -> None:
-    """Attach the schemas to Hydra so composed configs are type-checked against them."""
+    """Attach the schemas to Hydra: every composed config is type-checked against TrainConfig/EvaluateConfig."""
     store = ConfigStore.instance()
     store.store(name="train_schema", node=TrainConfig)
-    store.store(group="data", name="data_schema", node=DataConfig)
-    store.store(group="registration", name="registration_schema", node=RegistrationConfig)
-    store.store(group="model", name="model_schema", node=ModelConfig)
-    store.store(group="inference", name="inference_schema", node=InferenceConfig)
-    store.store(group="trainer", name="trainer_schema", node=TrainerConfig)
-    store.store(group="logger", name="logger_schema", node=LoggerConfig)
+    store.store(name="evaluate_schema", node=EvaluateConfig)

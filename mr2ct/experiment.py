@@ -111,8 +111,11 @@ def flatten_aggregates(results: dict[str, Any]) -> dict[str, float]:
     for dataset, block in results["datasets"].items():
         for metric, value in block["image_quality"]["aggregates"].items():
             flat[f"{dataset}/{metric}"] = value
-        for metric, value in block.get("baseline_mean_ct", {}).get("aggregates", {}).items():
-            flat[f"{dataset}/baseline_mean_ct/{metric}"] = value
+        for metric, value in block.get("dice", {}).get("aggregates", {}).items():
+            flat[f"{dataset}/dice_{metric}"] = value
+        for section in ("reference_ct_dice", "baseline_mean_ct"):
+            for metric, value in block.get(section, {}).get("aggregates", {}).items():
+                flat[f"{dataset}/{section}/{metric}"] = value
     return flat
 
 

@@ -23,6 +23,12 @@ TINY = [
     "inference.batch_size=8",
     "model.net.channels=4",
     "model.net.levels=3",
+    "segmenter.subjects=3",
+    "segmenter.steps=2",
+    "segmenter.channels=[4,8]",
+    "segmenter.crop_size=32",
+    "data.test_sets.0.phantom.subjects=1",
+    "data.test_sets.1.phantom.subjects=1",
 ]
 
 

@@ -1,0 +1,72 @@
+"""``python -m mr2ct.evaluate ckpt=RUN_OR_CKPT``: a trained model on the test sets with any inference settings.
+
+The data, registration, preprocessing and model come from the training run's own resolved config, so the
+prepared dataset is found in the cache and nothing is retrained; the inference settings, seed and logger
+come from this command line. The result is a run dir like training's (job_type = evaluate).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from hydra.utils import get_class
+from omegaconf import DictConfig, OmegaConf
+
+from mr2ct.cli import hydra_entry
+from mr2ct.config import TrainConfig, register_configs
+from mr2ct.experiment import RunLogger, run_task
+from mr2ct.pipeline import evaluate, prepared_data, print_summary
+
+register_configs()
+
+
+def locate_checkpoint(ckpt: str | Path) -> tuple[Path, Path]:
+    """(run dir, checkpoint file) from either a train run dir or a .ckpt file inside one."""
+    path = Path(ckpt).expanduser().resolve()
+    if path.is_dir():
+        checkpoint = path / "checkpoints" / "last.ckpt"
+        run_dir = path
+    else:
+        checkpoint, run_dir = path, path.parent.parent
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"ckpt={ckpt}: no checkpoint at {checkpoint}")
+    if not (run_dir / "config_resolved.yaml").is_file():
+        raise FileNotFoundError(f"ckpt={ckpt}: {run_dir} is not an mr2ct run dir (no config_resolved.yaml)")
+    return run_dir, checkpoint
+
+
+def evaluation_config(cfg: DictConfig, train_run: Path) -> DictConfig:
+    """The training run's config with this command's inference, segmenter, seed, logger and paths."""
+    trained = OmegaConf.merge(OmegaConf.structured(TrainConfig), OmegaConf.load(train_run / "config_resolved.yaml"))
+    for key in ("inference", "segmenter", "seed", "logger", "paths", "experiment_name"):
+        trained[key] = cfg[key]
+    trained.trainer.enable_progress_bar = True
+    return trained
+
+
+def evaluate_checkpoint(cfg: DictConfig, run_dir: Path, logger: RunLogger) -> dict[str, Any]:
+    checkpoint = Path(cfg.ckpt_path)
+    method = get_class(cfg.model.target).load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True)
+    if torch.cuda.is_available():
+        method = method.cuda()
+    _, datamodule = prepared_data(cfg)
+    results, figures = evaluate(cfg, method, datamodule, run_dir, baseline=False)
+    results.update(source_run=str(checkpoint.parent.parent), checkpoint=str(checkpoint))
+    logger.log_results(results, figures)
+    print_summary(results, run_dir)
+    return results
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+def main(cfg: DictConfig) -> float | None:
+    train_run, checkpoint = locate_checkpoint(cfg.ckpt)
+    merged = evaluation_config(cfg, train_run)
+    merged.ckpt_path = str(checkpoint)
+    return run_task(merged, "evaluate", evaluate_checkpoint)
+
+
+if __name__ == "__main__":
+    hydra_entry(main, config_name="evaluate")

@@ -1,0 +1,124 @@
+"""Evaluation of a trained method on whole test volumes: translate, write NIfTIs, compute metrics.
+
+Used by both ``mr2ct.train`` (after fitting) and ``mr2ct.evaluate`` (any checkpoint, any inference
+settings), so every number in results.json is computed by the same code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+from tqdm.auto import tqdm
+
+from mr2ct.config import InferenceConfig
+from mr2ct.data.datamodule import TestVolume
+from mr2ct.data.preprocess import model_to_ct
+from mr2ct.inference.volume import translate_volume
+from mr2ct.io import Volume, resample_array, save_like
+from mr2ct.methods.base import TranslationModule
+from mr2ct.metrics.dice import SegmentationDice, mean_over_vertebrae, segmentation_dice
+from mr2ct.metrics.image import image_metrics_volume
+from mr2ct.segment import Segmenter
+
+IMAGE_METRICS = ("l1", "mse", "psnr", "ssim", "vifp")
+
+
+@dataclass
+class VolumeResult:
+    """One test volume's translation (model space, prepared grid), its per-slice image metrics and the
+    Dice of the CT segmenter on the synthetic CT and on the reference CT (the upper bound)."""
+
+    name: str
+    prediction: np.ndarray
+    std: np.ndarray | None
+    per_slice: dict[str, np.ndarray] = field(default_factory=dict)
+    dice: SegmentationDice | None = None
+    reference_dice: SegmentationDice | None = None
+
+
+def evaluate_volumes(
+    method: TranslationModule,
+    volumes: list[TestVolume],
+    inference: InferenceConfig,
+    roi_size: int,
+    out_dir: Path,
+    seed: int,
+    segmenter: Segmenter | None = None,
+    progress: bool = True,
+) -> list[VolumeResult]:
+    """Translate every test volume, write its synthetic CT (HU) on the MR's own header, score it; with a
+    segmenter, segment the synthetic and the reference CT and score both against the ground truth."""
+    results = []
+    for index, test in enumerate(tqdm(volumes, desc="translate test volumes", disable=not progress)):
+        translation = translate_volume(method, test.mr, inference, roi_size, seed=seed + index)
+        write_on_mr_header(model_to_ct(translation.mean), test, out_dir / f"{test.name}_sct.nii.gz", order=1)
+        if translation.std is not None:
+            write_on_mr_header(translation.std * 1000.0, test, out_dir / f"{test.name}_sct_std.nii.gz", order=1)
+        result = VolumeResult(test.name, translation.mean, translation.std, image_metrics_volume(translation.mean, test.ct, test.seg))
+        if segmenter is not None:
+            labels, result.dice = segment_and_score(segmenter, translation.mean, test)
+            write_on_mr_header(labels, test, out_dir / f"{test.name}_sct_seg.nii.gz", order=0)
+            _, result.reference_dice = segment_and_score(segmenter, test.ct, test)
+        results.append(result)
+    return results
+
+
+def segment_and_score(segmenter: Segmenter, ct_model: np.ndarray, test: TestVolume) -> tuple[np.ndarray, SegmentationDice]:
+    """Segment a CT (model space, prepared grid); Dice against the volume's ground-truth labels."""
+    segmentation = segmenter.segment(Volume(model_to_ct(ct_model).astype(np.float32), test.affine))
+    labels = segmentation.labels.array
+    subregions = None if segmentation.subregions is None else segmentation.subregions.array
+    dice = segmentation_dice(labels, test.seg, subregions, test.subreg if subregions is not None else None)
+    return labels, dice
+
+
+def write_on_mr_header(array: np.ndarray, test: TestVolume, path: Path, order: int) -> Path:
+    """Resample an array from the prepared grid back to the subject's native MR grid and write it there."""
+    native = resample_array(Volume(array, test.affine), test.mr_affine, tuple(test.mr_shape), order=order)
+    return save_like(native.array, nib.load(str(test.mr_path)), path, dtype=np.float32 if order else np.int16)
+
+
+def dice_summary(results: list[VolumeResult], attribute: str = "dice") -> dict[str, Any]:
+    """Dice per volume and per vertebra (overall and posterior), per subject and pooled, for results.json."""
+    scored = [(r.name, getattr(r, attribute)) for r in results if getattr(r, attribute) is not None]
+    if not scored:
+        return {}
+    per_volume: dict[str, list] = {"subject": [], "volume": [], "vertebra": [], "posterior_volume": [], "posterior_vertebra": []}
+    per_vertebra: dict[str, list] = {"subject": [], "vertebra": [], "dice": [], "posterior": []}
+    for name, dice in scored:
+        per_volume["subject"].append(name)
+        per_volume["volume"].append(dice.volume)
+        per_volume["vertebra"].append(float(np.mean(list(dice.per_vertebra.values()))) if dice.per_vertebra else 0.0)
+        posterior = dice.posterior_per_vertebra or {}
+        per_volume["posterior_volume"].append(dice.posterior_volume)
+        per_volume["posterior_vertebra"].append(float(np.mean(list(posterior.values()))) if posterior else None)
+        for vertebra, value in sorted(dice.per_vertebra.items()):
+            per_vertebra["subject"].append(name)
+            per_vertebra["vertebra"].append(int(vertebra))
+            per_vertebra["dice"].append(value)
+            per_vertebra["posterior"].append(posterior.get(vertebra))
+    aggregates = {
+        "volume": float(np.mean(per_volume["volume"])),
+        "vertebra": mean_over_vertebrae(d.per_vertebra for _, d in scored),
+    }
+    if all(d.posterior_volume is not None for _, d in scored):
+        aggregates["posterior_volume"] = float(np.mean(per_volume["posterior_volume"]))
+        aggregates["posterior_vertebra"] = mean_over_vertebrae(d.posterior_per_vertebra or {} for _, d in scored)
+    return {"aggregates": aggregates, "per_volume": per_volume, "per_vertebra": per_vertebra}
+
+
+def image_quality_summary(results: list[VolumeResult]) -> dict[str, Any]:
+    """Per-slice arrays (for paired tests) and their means, over all slices of all volumes."""
+    per_slice: dict[str, list] = {"subject": [], "slice": []}
+    for result in results:
+        n = len(result.per_slice["slice_index"])
+        per_slice["subject"] += [result.name] * n
+        per_slice["slice"] += [int(i) for i in result.per_slice["slice_index"]]
+        for metric in IMAGE_METRICS:
+            per_slice.setdefault(metric, []).extend(float(v) for v in result.per_slice[metric])
+    aggregates = {metric: float(np.mean(per_slice[metric])) for metric in IMAGE_METRICS if per_slice.get(metric)}
+    return {"aggregates": aggregates, "per_slice": per_slice}

@@ -1,0 +1,50 @@
+"""Image-to-image generators for the GAN methods (architectures only; the methods own the losses)."""
+
+from __future__ import annotations
+
+import torch
+from monai.networks.nets import UNet
+from torch import nn
+
+
+class TanhHead(nn.Module):
+    """Bounds a network's output to the model space [-1, 1]."""
+
+    def __init__(self, body: nn.Module):
+        super().__init__()
+        self.body = body
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.body(x))
+
+
+def pix2pix_unet(dims: int = 2, channels: int = 64, levels: int = 5, dropout: float = 0.2) -> nn.Module:
+    """The paper's Pix2Pix UNet: ``levels`` down/up blocks, instance norm + PReLU, dropout, tanh output.
+
+    Built on MONAI's UNet (strided-conv down, transposed-conv up, concatenated skips); channels double per
+    level from ``channels``.
+    """
+    widths = tuple(channels * 2**i for i in range(levels))
+    body = UNet(
+        spatial_dims=dims,
+        in_channels=1,
+        out_channels=1,
+        channels=widths,
+        strides=(2,) * (levels - 1),
+        num_res_units=0,
+        norm="INSTANCE",
+        act="PRELU",
+        dropout=dropout,
+    )
+    return TanhHead(body)
+
+
+def build_generator(kind: str, dims: int, **kwargs) -> nn.Module:
+    """A generator by name: ``unet`` (Pix2Pix UNet) or ``sa_unet`` (the diffusion SA-UNet without time)."""
+    if kind == "unet":
+        return pix2pix_unet(dims=dims, **kwargs)
+    if kind == "sa_unet":
+        from mr2ct.nets.sa_unet import SAUNet
+
+        return TanhHead(SAUNet(in_channels=1, out_channels=1, dims=dims, time_embedding=False, **kwargs))
+    raise ValueError(f"unknown generator {kind!r}; valid: unet, sa_unet")

@@ -1,0 +1,49 @@
+"""``python -m mr2ct.train``: phantom (cached) -> prepare (cached) -> fit -> translate test volumes -> results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig
+
+from mr2ct.cli import hydra_entry
+from mr2ct.config import register_configs
+from mr2ct.experiment import RunLogger, resolved_config, run_task
+from mr2ct.pipeline import build_method, evaluate, prepared_data, print_summary
+
+register_configs()
+
+
+def train(cfg: DictConfig, run_dir: Path, logger: RunLogger) -> dict[str, Any]:
+    L.seed_everything(cfg.seed, workers=True)
+    if cfg.fail_on_purpose:
+        raise RuntimeError("fail_on_purpose=true: this job fails by request (tests of sweep failure handling)")
+    prepared, datamodule = prepared_data(cfg)
+    method = build_method(cfg)
+    checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="epoch{epoch:03d}", save_last=True, auto_insert_metric_name=False)
+    trainer = L.Trainer(
+        **resolved_config(cfg)["trainer"],
+        logger=logger.lightning,
+        callbacks=[checkpoints],
+        default_root_dir=str(run_dir),
+    )
+    trainer.fit(method, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    results, figures = evaluate(cfg, method, datamodule, run_dir, baseline=True)
+    results["prepared_dataset"] = str(prepared)
+    results["checkpoint"] = checkpoints.last_model_path
+    logger.log_results(results, figures)
+    print_summary(results, run_dir)
+    return results
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    return run_task(cfg, "train", train)
+
+
+if __name__ == "__main__":
+    hydra_entry(main)
