@@ -97,6 +97,11 @@ class RunLogger:
             columns = list(per_slice)
             rows = list(zip(*(per_slice[c] for c in columns)))
             self.run.log({f"{dataset}/per_slice": wandb.Table(columns=columns, data=[list(r) for r in rows])})
+        if "registration" in results:
+            rows = results["registration"]["per_subject"]
+            columns = list(rows[0]) if rows else []
+            self.run.summary["registration/median_tre_mm"] = results["registration"]["median_tre_mm"]
+            self.run.log({"registration/report": wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in rows])})
         self.run.log({f"figures/{name}": wandb.Image(str(path)) for name, path in figures.items()})
 
     def close(self, exit_code: int) -> None:

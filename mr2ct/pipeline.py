@@ -12,11 +12,12 @@ from omegaconf import DictConfig, OmegaConf
 from mr2ct.baselines import mean_ct_baseline_metrics, mean_training_ct_slice
 from mr2ct.config import InferenceConfig
 from mr2ct.data.datamodule import SpineDataModule, TestVolume
-from mr2ct.data.preprocess import prepare_dataset
+from mr2ct.data.preprocess import REGISTRATION_REPORT, prepare_dataset
 from mr2ct.evaluation import IMAGE_METRICS, dice_summary, evaluate_volumes, image_quality_summary
 from mr2ct.experiment import flatten_aggregates, resolved_config
 from mr2ct.figures import translation_panel
 from mr2ct.methods.base import TranslationModule
+from mr2ct.registration import median_tre_mm, read_registration_report
 from mr2ct.segment import build_segmenter
 
 
@@ -37,6 +38,12 @@ def prepared_data(cfg: DictConfig) -> tuple[Path, SpineDataModule]:
         min_spine_pixels=cfg.preprocess.min_spine_pixels, seed=cfg.seed,
     )
     return prepared, datamodule
+
+
+def registration_summary(prepared: Path) -> dict[str, Any]:
+    """The prepared dataset's registration report, for results.json and the W&B run."""
+    rows = read_registration_report(prepared / REGISTRATION_REPORT)
+    return {"median_tre_mm": median_tre_mm(rows), "per_subject": rows}
 
 
 def evaluation_sets(cfg: DictConfig, datamodule: SpineDataModule) -> dict[str, list[TestVolume]]:

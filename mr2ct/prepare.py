@@ -6,31 +6,21 @@ Runs only the subject -> registration -> preprocessing stage, e.g.
 
 from __future__ import annotations
 
-import csv
-import statistics
-from pathlib import Path
-
 import hydra
 from omegaconf import DictConfig
 
 from mr2ct.cli import hydra_entry
 from mr2ct.config import register_configs
 from mr2ct.data.preprocess import REGISTRATION_REPORT, prepare_dataset
+from mr2ct.registration import median_tre_mm, read_registration_report
 
 register_configs()
-
-
-def median_tre_mm(prepared_dir: str | Path) -> float | None:
-    """The median landmark error of a prepared dataset's registration report (None if no subject has one)."""
-    with open(Path(prepared_dir) / REGISTRATION_REPORT, newline="") as handle:
-        values = [float(row["tre_mm"]) for row in csv.DictReader(handle) if row["tre_mm"] not in ("", None)]
-    return statistics.median(values) if values else None
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     prepared = prepare_dataset(cfg.data, cfg.registration, cfg.preprocess, cfg.paths.cache_dir)
-    median = median_tre_mm(prepared)
+    median = median_tre_mm(read_registration_report(prepared / REGISTRATION_REPORT))
     print(f"prepared dataset: {prepared.resolve()}")
     print(f"registration ({cfg.registration.mode}): median tre_mm = "
           + ("n/a" if median is None else f"{median:.3f}"))

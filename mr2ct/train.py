@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from mr2ct.cli import hydra_entry
 from mr2ct.config import register_configs
 from mr2ct.experiment import RunLogger, resolved_config, run_task
-from mr2ct.pipeline import build_method, evaluate, prepared_data, print_summary
+from mr2ct.pipeline import build_method, evaluate, prepared_data, print_summary, registration_summary
 
 register_configs()
 
@@ -34,6 +34,7 @@ def train(cfg: DictConfig, run_dir: Path, logger: RunLogger) -> dict[str, Any]:
     trainer.fit(method, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     results, figures = evaluate(cfg, method, datamodule, run_dir, baseline=True)
     results["prepared_dataset"] = str(prepared)
+    results["registration"] = registration_summary(prepared)
     results["checkpoint"] = checkpoints.last_model_path
     logger.log_results(results, figures)
     print_summary(results, run_dir)

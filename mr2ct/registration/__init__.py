@@ -6,6 +6,8 @@ from mr2ct.registration.report import (
     REPORT_COLUMNS,
     registration_report,
     registration_report_row,
+    median_tre_mm,
+    read_registration_report,
     write_registration_report,
 )
 from mr2ct.registration.rigid import (
@@ -42,5 +44,7 @@ __all__ = [
     "resample_onto_mr",
     "resample_to_grid",
     "rotation_angles_deg",
+    "median_tre_mm",
+    "read_registration_report",
     "write_registration_report",
 ]

@@ -113,3 +113,23 @@ def write_registration_report(rows: list[dict], path: str | Path) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def read_registration_report(path: str | Path) -> list[dict]:
+    """The rows of a written report, numbers as floats and empty cells as None."""
+    def value(cell: str):
+        if cell == "":
+            return None
+        try:
+            return float(cell)
+        except ValueError:
+            return cell
+
+    with open(path, newline="") as handle:
+        return [{key: value(cell) for key, cell in row.items()} for row in csv.DictReader(handle)]
+
+
+def median_tre_mm(rows: list[dict]) -> float | None:
+    """The median landmark error over the subjects that have one (None if none has)."""
+    values = [row["tre_mm"] for row in rows if row.get("tre_mm") is not None]
+    return float(np.median(values)) if values else None
