@@ -347,3 +347,14 @@ def test_default_phantom_unet_reaches_its_heldout_dice(tmp_path):
     heldout = build_segmenter(SegmenterConfig(progress=False), tmp_path).heldout
     assert heldout["mean"]["bone"] > 0.9 and heldout["mean"]["body"] > 0.9 and heldout["mean"]["posterior"] > 0.85
     assert heldout["mean"]["vertebra_id"] > 0.8 and heldout["native_ct"]["mean"]["bone"] > 0.85
+
+
+def test_split_of_a_seed_few_voxels_tall_does_not_fail():
+    """A poor prediction can leave bodies one voxel tall; a two-voxel seed is then 'tall' and must still split."""
+    from mr2ct.segment.numbering import split_tall_seeds
+
+    seeds = np.zeros((3, 3, 12), dtype=int)
+    seeds[1, 1, 0:1], seeds[1, 1, 3:4], seeds[1, 1, 6:8] = 1, 2, 3
+    split, count = split_tall_seeds(seeds, 3, np.eye(4), split_ratio=1.6)
+    assert count == 4
+    assert sorted(np.unique(split[1, 1, 6:8])) == [3, 4]

@@ -68,7 +68,8 @@ def split_tall_seeds(seeds: np.ndarray, count: int, affine: np.ndarray, split_ra
         for j in range(1, pieces):
             expected = int(round(j * height / pieces))
             low, high = max(expected - window, 1), min(expected + window, int(height) - 1)
-            cuts.append(low + int(np.argmin(area[low:high])))
+            # A seed only a few voxels tall leaves no search window: cut where the equal split says.
+            cuts.append(low + int(np.argmin(area[low:high])) if high > low else min(max(expected, 1), int(height) - 1))
         along = np.arange(int(height)).reshape([-1 if a == axis else 1 for a in range(3)])
         piece = np.searchsorted(np.array(cuts), along, side="right")  # 0 .. pieces-1 along the axis
         new_labels = np.where(piece == 0, label, count + piece)
