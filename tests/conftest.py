@@ -13,6 +13,7 @@ from mr2ct.config import register_configs
 
 # A tiny but complete run: 4 phantom subjects, narrow nets, two optimisation steps, no W&B network.
 TINY = [
+    "model=pix2pix",
     "data.phantom.subjects=4",
     "trainer=smoke",
     "loader.crop_size=32",
@@ -29,6 +30,14 @@ TINY = [
     "segmenter.crop_size=32",
     "data.test_sets.0.phantom.subjects=1",
     "data.test_sets.1.phantom.subjects=1",
+]
+# The same tiny run with the conditional diffusion model (image mode) instead of Pix2Pix.
+TINY_DDIM = [o for o in TINY if not o.startswith("model")] + [
+    "model=ddim_image",
+    "model.net.dim=8",
+    "model.net.dim_mults=[1,2]",
+    "model.net.heads=1",
+    "model.net.dim_head=8",
 ]
 
 

@@ -166,7 +166,9 @@ class SAUNet(nn.Module):
     """Self-attention UNet for 2D (B, C, H, W) or 3D (B, C, D, H, W) inputs; see the module docstring.
 
     Spatial sizes must be divisible by 2 ** (len(dim_mults) - 1). Channel widths dim * m must be
-    divisible by ``groups`` (GroupNorm).
+    divisible by ``groups`` (GroupNorm). ``heads`` x ``dim_head`` is the attention width (paper 4 x 32).
+    ``level_attention=False`` keeps only the middle (coarsest) full attention: linear attention at every
+    level dominates the cost of narrow networks, which is what the CPU defaults use.
     """
 
     def __init__(
@@ -176,6 +178,9 @@ class SAUNet(nn.Module):
         dim: int = 64,
         dim_mults: tuple[int, ...] = (1, 2, 4, 8),
         attention: bool = True,
+        level_attention: bool = True,
+        heads: int = 4,
+        dim_head: int = 32,
         groups: int = 8,
         time_embedding: bool = True,
         dims: int = 2,
@@ -207,7 +212,9 @@ class SAUNet(nn.Module):
             return ResnetBlock(c_in, c_out, time_dim, groups, dims)
 
         def linear_attention(channels: int) -> nn.Module:
-            return PreNormResidual(channels, LinearAttention(channels, dims)) if attention else nn.Identity()
+            if not (attention and level_attention):
+                return nn.Identity()
+            return PreNormResidual(channels, LinearAttention(channels, dims, heads, dim_head))
 
         self.stem = conv(in_channels, dim, 7, padding=3)
         pairs = list(zip(widths[:-1], widths[1:]))
@@ -223,7 +230,7 @@ class SAUNet(nn.Module):
         )
         mid = widths[-1]
         self.mid_block1 = res(mid, mid)
-        self.mid_attention = PreNormResidual(mid, FullAttention(mid, dims)) if attention else nn.Identity()
+        self.mid_attention = PreNormResidual(mid, FullAttention(mid, dims, heads, dim_head)) if attention else nn.Identity()
         self.mid_block2 = res(mid, mid)
         merged = 2 if skip == "concat" else 1
         self.decoder = nn.ModuleList(
