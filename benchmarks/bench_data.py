@@ -3,8 +3,11 @@ loader's throughput against what a training step consumes, as ratios measured in
 
     python benchmarks/bench_data.py [--subjects 12] [--cache-dir DIR] [--batches 40] [--steps 20]
 
-The consumer is a small stand-in conv net (forward + backward + Adam step on (batch, 1, crop, crop));
-swap in the real default model to compare against it.
+The consumer is the default model of ``mr2ct.train`` (composed from conf/, any overrides appended),
+trained by Lightning on the same data module for a few batches; its slices/s include the loader, so the
+ratio loader / training says how much headroom the loader leaves.
+
+    python benchmarks/bench_data.py -- model=pix2pix     # overrides after "--"
 """
 
 from __future__ import annotations
@@ -14,23 +17,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-from omegaconf import OmegaConf
-from torch import nn
+import lightning as L
+from hydra import compose, initialize_config_dir
 
-from mr2ct.config import DataConfig, LoaderConfig, PhantomConfig, PreprocessConfig, RegistrationConfig
+from mr2ct.cli import CONF_DIR
+from mr2ct.config import register_configs
 from mr2ct.data.datamodule import SpineDataModule
 from mr2ct.data.preprocess import prepare_dataset
 from mr2ct.data.sources import subject_root
-
-
-def stand_in_net() -> nn.Module:
-    """Three 3x3 convolutions (16-32 channels): a lower bound on what a real 2D generator costs per slice."""
-    return nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1), nn.SiLU(),
-        nn.Conv2d(16, 32, 3, padding=1), nn.SiLU(),
-        nn.Conv2d(32, 1, 3, padding=1), nn.Tanh(),
-    )
+from mr2ct.pipeline import build_method
 
 
 def loader_slices_per_second(module: SpineDataModule, batches: int) -> float:
@@ -45,21 +40,21 @@ def loader_slices_per_second(module: SpineDataModule, batches: int) -> float:
                 return seen / (time.perf_counter() - start)
 
 
-def training_slices_per_second(net: nn.Module, batch_size: int, crop: int, steps: int) -> float:
-    """Slices per second one training step of ``net`` consumes (L1 loss, Adam), after one warm-up step."""
-    optimiser = torch.optim.Adam(net.parameters(), lr=2e-4)
-    mr, ct = torch.rand(batch_size, 1, crop, crop) * 2 - 1, torch.rand(batch_size, 1, crop, crop) * 2 - 1
+def training_slices_per_second(cfg, module: SpineDataModule, batches: int) -> float:
+    """Slices per second the default model's training consumes (Lightning fit, after one warm-up batch)."""
+    method = build_method(cfg)
 
-    def step() -> None:
-        optimiser.zero_grad()
-        nn.functional.l1_loss(net(mr), ct).backward()
-        optimiser.step()
+    def fit(limit: int) -> float:
+        trainer = L.Trainer(
+            accelerator="cpu", max_epochs=1, limit_train_batches=limit, limit_val_batches=0, logger=False,
+            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        )
+        start = time.perf_counter()
+        trainer.fit(method, datamodule=module)
+        return time.perf_counter() - start
 
-    step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return steps * batch_size / (time.perf_counter() - start)
+    warm = fit(1)
+    return (batches - 1) * cfg.loader.batch_size / max(fit(batches) - warm, 1e-9)
 
 
 def main() -> None:
@@ -68,13 +63,14 @@ def main() -> None:
     parser.add_argument("--cache-dir", type=Path, default=None, help="default: a fresh temporary folder")
     parser.add_argument("--batches", type=int, default=40)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("overrides", nargs="*", help="config overrides for the default model, e.g. model=pix2pix")
     args = parser.parse_args()
     cache_dir = args.cache_dir or Path(tempfile.mkdtemp(prefix="mr2ct-bench-"))
 
-    data = OmegaConf.structured(DataConfig(name="phantom_t1w", phantom=PhantomConfig(subjects=args.subjects)))
-    registration = OmegaConf.structured(RegistrationConfig())
-    preprocess = OmegaConf.structured(PreprocessConfig())
-    loader_cfg = LoaderConfig()
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=[f"data.phantom.subjects={args.subjects}", *args.overrides])
+    data, registration, preprocess, loader_cfg = cfg.data, cfg.registration, cfg.preprocess, cfg.loader
 
     start = time.perf_counter()
     subject_root(data, cache_dir, progress=False)
@@ -86,12 +82,12 @@ def main() -> None:
     prepare_dataset(data, registration, preprocess, cache_dir, progress=False)
     cached_s = time.perf_counter() - start
 
-    module = SpineDataModule(prepared, loader_cfg, dims=2, min_spine_pixels=preprocess.min_spine_pixels)
+    module = SpineDataModule(prepared, loader_cfg, dims=cfg.model.dims, min_spine_pixels=preprocess.min_spine_pixels)
     start = time.perf_counter()
     module.setup("fit")
     setup_s = time.perf_counter() - start
     loader_rate = loader_slices_per_second(module, args.batches)
-    train_rate = training_slices_per_second(stand_in_net(), loader_cfg.batch_size, loader_cfg.crop_size, args.steps)
+    train_rate = training_slices_per_second(cfg, module, args.steps)
 
     print(f"cache dir: {cache_dir}")
     print(f"phantom generation ({args.subjects} subjects, lumbar T1w): {phantom_s:8.1f} s")
@@ -102,7 +98,7 @@ def main() -> None:
           f"{len(module.train_set)} slices): {setup_s:.2f} s")
     print(f"loader throughput (crop {loader_cfg.crop_size}, batch {loader_cfg.batch_size}, "
           f"workers {loader_cfg.num_workers}): {loader_rate:8.0f} slices/s")
-    print(f"stand-in training step consumes:            {train_rate:8.0f} slices/s")
+    print(f"training of the default model ({cfg.model.name}) consumes: {train_rate:8.1f} slices/s")
     print(f"ratio loader / training consumption: {loader_rate / train_rate:.1f}x "
           f"({'loader is not' if loader_rate > train_rate else 'LOADER IS'} the bottleneck)")
 
