@@ -106,6 +106,17 @@ def resample_onto(volume: Volume, grid: Volume, order: int) -> Volume:
     return resample_array(volume, grid.affine, grid.shape, order=order)
 
 
+def mr_on_prepared_grid(mr: Volume, preprocess_cfg: PreprocessConfig) -> tuple[np.ndarray, Volume, float]:
+    """A native MR volume in model space on its prepared grid: (float32 array, the grid, the robust max).
+
+    The one MR path of training data and of ``mr2ct.translate``, so both see identically prepared MR.
+    """
+    robust_max = mr_robust_max(mr.array, preprocess_cfg.mr_robust_max_percentile)
+    grid = prepared_grid(mr, preprocess_cfg)
+    model = mr_to_model(resample_onto(mr, grid, order=1).array, robust_max).astype(np.float32)
+    return model, grid, robust_max
+
+
 # ---------------------------------------------------------------------------------------------- elastic
 def elastic_deform(
     arrays: Sequence[np.ndarray],
@@ -154,13 +165,11 @@ def prepare_subject(
     """
     from mr2ct.registration import evaluation_reference, register, resample_to_grid
 
-    grid = prepared_grid(subject.mr, preprocess_cfg)
     try:
-        robust_max = mr_robust_max(subject.mr.array, preprocess_cfg.mr_robust_max_percentile)
+        mr, grid, robust_max = mr_on_prepared_grid(subject.mr, preprocess_cfg)
     except ValueError as error:
         raise ValueError(f"subject {subject.name}: mr.nii.gz: {error}") from error
-    base = {"mr": mr_to_model(resample_onto(subject.mr, grid, order=1).array, robust_max).astype(np.float32),
-            "affine": grid.affine}
+    base = {"mr": mr, "affine": grid.affine}
 
     if subject.split != "test":
         transform = register(subject, registration_mode)
