@@ -1,0 +1,88 @@
+"""Runs in, report out: every table in three formats with its p-values, the figures and index.html."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from mr2ct.report.figures import method_grid, registration_figure
+from mr2ct.report.render import (
+    not_included_markdown, pvalues_csv, pvalues_markdown, to_csv, to_html, to_latex, to_markdown, write_text,
+)
+from mr2ct.report.runs import RunRecord, split_by_status
+from mr2ct.report.tables import Table, paper_tables
+
+
+@dataclass
+class Report:
+    tables: dict[str, Table]
+    not_included: list[RunRecord]
+    files: list[Path] = field(default_factory=list)
+    figures: list[Path] = field(default_factory=list)
+    index: Path | None = None
+
+
+def representative_runs(table: Table, train_data: str) -> list[tuple[str, RunRecord]]:
+    """(row label, first run of the row trained on ``train_data``) for each row of ``table`` with such a run."""
+    chosen = []
+    for row in table.rows:
+        runs = [r for r in row.runs if r.summary.get("data") == train_data and r.run_dir is not None]
+        if runs:
+            chosen.append((row.label, runs[0]))
+    return chosen
+
+
+def build_figures(tables: dict[str, Table], complete: list[RunRecord], figure_dir: Path, max_subjects: int) -> list[Path]:
+    """Fig. 5-like translation grids and segmentation overlays (Table 1's rows), Fig. 4-like registration
+    comparisons (one run per registration mode), one of each per training data set."""
+    figures: list[Path | None] = []
+    main = tables["table1_image_quality"]
+    for group in main.groups:
+        methods = representative_runs(main, group.train_data)
+        if methods:
+            figures.append(method_grid(methods, group.train_data, figure_dir / f"translation_{group.train_data}.png", max_subjects, False))
+            figures.append(method_grid(methods, group.train_data, figure_dir / f"segmentation_{group.train_data}.png", max_subjects, True))
+    trained = [r for r in complete if r.job_type == "train"]
+    for data in sorted({r.summary.get("data") for r in trained}, key=str):
+        by_mode: dict[str, RunRecord] = {}
+        for run in sorted(trained, key=lambda r: r.name):
+            if run.summary.get("data") == data and run.prepared_dataset:
+                by_mode.setdefault(run.summary.get("registration"), run)
+        if len(by_mode) > 1:
+            figures.append(registration_figure(by_mode, data, figure_dir / f"registration_{data}.png"))
+    return [f for f in figures if f is not None]
+
+
+def build_report(
+    runs: list[RunRecord], out_dir: str | Path, methods: Sequence[str], sources: Sequence[str],
+    main_registration: str = "two_point", only: Sequence[str] | None = None, figures: bool = True,
+    figure_subjects: int = 4,
+) -> Report:
+    """Write every table (Markdown, CSV, LaTeX, p-values), the runs left out, the figures and index.html."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    complete, not_included = split_by_status(runs)
+    tables = paper_tables(complete, methods, main_registration)
+    if only:
+        unknown = sorted(set(only) - set(tables))
+        if unknown:
+            raise ValueError(f"tables={list(only)}: unknown {unknown}; valid: {sorted(tables)}")
+        selected = {name: table for name, table in tables.items() if name in only}
+    else:
+        selected = tables
+    report = Report(selected, not_included)
+    for name, table in selected.items():
+        report.files += [
+            write_text(to_markdown(table), out_dir / f"{name}.md"),
+            write_text(to_csv(table), out_dir / f"{name}.csv"),
+            write_text(to_latex(table), out_dir / f"{name}.tex"),
+            write_text(pvalues_csv(table), out_dir / f"{name}_pvalues.csv"),
+            write_text(pvalues_markdown(table), out_dir / f"{name}_pvalues.md"),
+        ]
+    report.files.append(write_text(not_included_markdown(not_included), out_dir / "runs_not_included.md"))
+    if figures:
+        report.figures = build_figures(tables, complete, out_dir / "figures", figure_subjects)
+    title = "mr2ct report"
+    report.index = write_text(to_html(title, sources, list(selected.values()), not_included, report.figures, out_dir), out_dir / "index.html")
+    return report

@@ -1,0 +1,143 @@
+"""The paper's figures from run dirs: translation grid (Fig. 5), registration comparison (Fig. 4) and
+segmentation overlays on the MR.
+
+Everything is shown on the subject's native MR grid (RAS+), at the spine's mid-sagittal slice: the
+synthetic CT and its labels are already written there; the reference CT and labels are resampled from the
+prepared grid. The registration figure stays on the prepared grid, where the registered CT was stored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from mr2ct.figures import sagittal_view, spine_centre_slice  # noqa: E402
+from mr2ct.io import Volume, load_nifti, resample_array  # noqa: E402
+from mr2ct.report.runs import RunRecord  # noqa: E402
+from mr2ct.report.tables import REGISTRATION_LABELS, REGISTRATION_ORDER  # noqa: E402
+
+LABEL_COLOURS = plt.get_cmap("tab20")
+
+
+class NativeSubject:
+    """A test subject on its native MR grid: MR (display-normalised), reference CT (model space) and labels."""
+
+    def __init__(self, record_path: Path):
+        with np.load(record_path) as record:
+            affine, shape = record["mr_affine"], tuple(int(s) for s in record["mr_shape"])
+            prepared = record["affine"]
+            self.ct = resample_array(Volume(record["ct"], prepared), affine, shape, order=1).array
+            self.seg = resample_array(Volume(record["seg"], prepared), affine, shape, order=0).array
+            mr_path = str(record["mr_path"])
+        mr = load_nifti(mr_path)[0].array.astype(np.float32)
+        self.mr = mr / max(float(np.percentile(mr, 99.5)), 1e-6)
+        self.name = record_path.stem
+        self.index = spine_centre_slice(self.seg)
+
+
+def test_records(run: RunRecord, dataset: str) -> list[Path]:
+    """The prepared test records of the training data's own test split, from the run's prepared dataset."""
+    if not run.prepared_dataset or dataset != run.summary.get("data"):
+        return []
+    return sorted((Path(run.prepared_dataset) / "test").glob("*.npz"))
+
+
+def load_prediction(run: RunRecord, dataset: str, subject: str, suffix: str) -> np.ndarray | None:
+    if run.run_dir is None:
+        return None
+    path = run.run_dir / "predictions" / dataset / f"{subject}{suffix}.nii.gz"
+    return load_nifti(path)[0].array if path.is_file() else None
+
+
+def show(ax, image: np.ndarray | None, index: int, title: str | None, vmin: float, vmax: float) -> None:
+    ax.axis("off")
+    if title:
+        ax.set_title(title, fontsize=8)
+    if image is None:
+        ax.text(0.5, 0.5, "missing", ha="center", va="center", transform=ax.transAxes)
+        return
+    ax.imshow(sagittal_view(image, index), cmap="gray", vmin=vmin, vmax=vmax)
+
+
+def overlay_labels(ax, labels: np.ndarray | None, index: int) -> None:
+    if labels is None:
+        return
+    view = sagittal_view(labels, index)
+    coloured = LABEL_COLOURS((view % 20) / 19.0)
+    coloured[..., 3] = np.where(view > 0, 0.55, 0.0)
+    ax.imshow(coloured)
+
+
+def save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def method_grid(
+    methods: Sequence[tuple[str, RunRecord]], dataset: str, path: Path, max_subjects: int, segmentation: bool
+) -> Path | None:
+    """Rows: test subjects; columns: MR, each method, reference. Translation grid (segmentation=False:
+    synthetic CTs, reference CT) or segmentation overlays (labels on the MR, ground truth last)."""
+    records = next((test_records(run, dataset) for _, run in methods if test_records(run, dataset)), [])[:max_subjects]
+    if not records:
+        return None
+    columns = ["MR", *(label for label, _ in methods), "reference CT" if not segmentation else "ground truth"]
+    fig, axes = plt.subplots(len(records), len(columns), figsize=(1.9 * len(columns), 2.6 * len(records)), squeeze=False)
+    for r, record in enumerate(records):
+        subject = NativeSubject(record)
+        show(axes[r, 0], subject.mr, subject.index, "MR" if r == 0 else None, 0, 1)
+        axes[r, 0].text(0, 1, subject.name, color="yellow", fontsize=7, va="top", transform=axes[r, 0].transAxes)
+        for c, (label, run) in enumerate(methods, start=1):
+            title = label if r == 0 else None
+            if segmentation:
+                show(axes[r, c], subject.mr, subject.index, title, 0, 1)
+                labels = load_prediction(run, dataset, subject.name, "_sct_seg")
+                overlay_labels(axes[r, c], labels, subject.index)
+                if labels is None:
+                    axes[r, c].text(0.5, 0.5, "missing", ha="center", va="center", color="red", transform=axes[r, c].transAxes)
+            else:
+                hu = load_prediction(run, dataset, subject.name, "_sct")
+                show(axes[r, c], None if hu is None else np.clip(hu / 1000.0, -1, 1), subject.index, title, -1, 1)
+        if segmentation:
+            show(axes[r, -1], subject.mr, subject.index, columns[-1] if r == 0 else None, 0, 1)
+            overlay_labels(axes[r, -1], subject.seg, subject.index)
+        else:
+            show(axes[r, -1], subject.ct, subject.index, columns[-1] if r == 0 else None, -1, 1)
+    kind = "segmentation of the synthetic CT on the MR" if segmentation else "MR to CT translation"
+    fig.suptitle(f"{kind}: {dataset} test split", fontsize=10)
+    return save(fig, path)
+
+
+def registration_figure(runs_by_mode: dict[str, RunRecord], dataset: str, path: Path) -> Path | None:
+    """The MR with the CT as registered by each mode (bone in colour, its labels outlined), one training
+    subject, the same mid-sagittal slice for every mode."""
+    modes = [m for m in REGISTRATION_ORDER if m in runs_by_mode and runs_by_mode[m].prepared_dataset]
+    records, subject = {}, ""
+    for mode in modes:
+        copies = sorted((Path(runs_by_mode[mode].prepared_dataset) / "train").glob("*__copy0.npz"))
+        if copies:
+            subject = copies[0].name.removesuffix("__copy0.npz")
+            with np.load(copies[0]) as record:
+                records[mode] = {k: record[k] for k in ("mr", "ct", "seg")}
+    if not records:
+        return None
+    index = spine_centre_slice(records[list(records)[-1]]["seg"])
+    fig, axes = plt.subplots(1, len(records), figsize=(3.2 * len(records), 4), squeeze=False)
+    for ax, (mode, record) in zip(axes[0], records.items()):
+        show(ax, record["mr"], index, f"{REGISTRATION_LABELS[mode]} ({mode})", -1, 1)
+        bone = sagittal_view(record["ct"], index)
+        ax.imshow(np.ma.masked_less(bone, 0.15), cmap="autumn", alpha=0.45, vmin=0.15, vmax=1)
+        seg = sagittal_view(record["seg"], index)
+        if seg.any():
+            ax.contour(seg > 0, levels=[0.5], colors="cyan", linewidths=0.6)
+    fig.suptitle(f"registered CT on the MR: {dataset}, training subject {subject}", fontsize=10)
+    return save(fig, path)

@@ -1,0 +1,359 @@
+"""The paper's tables as data: rows of averaged runs, columns of (test set, metric), best values marked,
+and the paired t-tests of the best row against every other row.
+
+Rows are configurations: method, registration and inference settings; several runs of one configuration
+(seeds) are averaged and counted. Columns are grouped by the data the model was trained on and the test set
+it was scored on. Per-sample values (per slice for image quality, per volume or per vertebra for Dice) are
+averaged over a row's runs sample by sample and feed the paired t-tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Hashable, Sequence
+
+import numpy as np
+
+from mr2ct.metrics.stats import TTestResult, paired_ttest
+from mr2ct.report.runs import RunRecord
+
+ROW_FIELDS = ("model", "registration", "inference.sampler", "inference.t", "inference.eta", "inference.w", "inference.samples")
+INFERENCE_FIELDS = ROW_FIELDS[2:]
+REGISTRATION_ORDER = ("none", "one_point", "two_point")
+REGISTRATION_LABELS = {"none": "no registration", "one_point": "1 landmark", "two_point": "2 landmarks"}
+METHOD_LABELS = {
+    "pix2pix": "Pix2Pix UNet",
+    "pix2pix_sa_unet": "Pix2Pix SA-UNet",
+    "cut": "CUT ResNet (unpaired)",
+    "cut_sa_unet": "CUT SA-UNet (unpaired)",
+    "syndiff": "SynDiff (unpaired)",
+    "ddim_noise": "DDIM noise",
+    "ddim_image": "DDIM image",
+    "pix2pix_3d": "Pix2Pix 3D",
+    "ddim_noise_3d": "DDIM 3D noise",
+    "ddim_image_3d": "DDIM 3D image",
+}
+
+RowKey = tuple[tuple[str, Any], ...]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One result column: where its aggregate lives in a dataset block and how to read its samples."""
+
+    key: str  # aggregate key inside the section
+    label: str
+    section: str  # image_quality | dice
+    higher_is_better: bool
+    digits: int
+
+
+IMAGE_QUALITY = (
+    Metric("l1", "L1", "image_quality", False, 4),
+    Metric("mse", "MSE", "image_quality", False, 4),
+    Metric("psnr", "PSNR", "image_quality", True, 2),
+    Metric("ssim", "SSIM", "image_quality", True, 3),
+    Metric("vifp", "VIFp", "image_quality", True, 3),
+)
+DICE = (Metric("volume", "Dice per vol.", "dice", True, 2), Metric("vertebra", "Dice per vert.", "dice", True, 2))
+POSTERIOR_DICE = (
+    Metric("posterior_volume", "posterior Dice per vol.", "dice", True, 2),
+    Metric("posterior_vertebra", "posterior Dice per vert.", "dice", True, 2),
+)
+PSNR = IMAGE_QUALITY[2]
+
+
+@dataclass(frozen=True)
+class ColumnGroup:
+    """Runs trained on ``train_data`` scored on the test set ``dataset``."""
+
+    train_data: str
+    dataset: str
+
+    @property
+    def key(self) -> str:
+        return self.dataset if self.dataset == self.train_data else f"{self.train_data}>{self.dataset}"
+
+    @property
+    def label(self) -> str:
+        return self.dataset if self.dataset == self.train_data else f"{self.dataset} (model: {self.train_data})"
+
+
+@dataclass
+class Cell:
+    value: float | None  # mean over the runs that have it; None: no run of this row in this column
+    runs: int
+    samples: dict[Hashable, float] | None  # per-sample values averaged over runs, keyed by sample id
+    best: bool = False
+
+
+@dataclass
+class Row:
+    label: str
+    key: RowKey
+    runs: list[RunRecord]
+    cells: list[Cell]  # one per column, in Table.columns order
+
+    @property
+    def has_runs(self) -> bool:
+        return bool(self.runs)
+
+
+@dataclass(frozen=True)
+class PValue:
+    """The paired t-test of the best row against another row in one column (None p: not testable, see note)."""
+
+    group: ColumnGroup
+    metric: Metric
+    best_row: str
+    other_row: str
+    result: TTestResult | None
+    note: str = ""
+
+
+@dataclass
+class Table:
+    name: str
+    title: str
+    groups: list[ColumnGroup]
+    metrics: Sequence[Metric]
+    rows: list[Row]
+    note: str = ""
+    pvalues: list[PValue] = field(default_factory=list)
+
+    @property
+    def columns(self) -> list[tuple[ColumnGroup, Metric]]:
+        return [(group, metric) for group in self.groups for metric in self.metrics]
+
+
+# ---------------------------------------------------------------------------------------------- per-sample values
+def metric_samples(block: dict[str, Any], metric: Metric) -> dict[Hashable, float] | None:
+    """Per-sample values behind an aggregate: (subject, slice) for image quality, subject for Dice per
+    volume, (subject, vertebra) for Dice per vertebra; None where the run holds none."""
+    section = block.get(metric.section) or {}
+    if metric.section == "image_quality":
+        per_slice = section.get("per_slice")
+        if not per_slice or metric.key not in per_slice:
+            return None
+        return {(s, int(i)): float(v) for s, i, v in zip(per_slice["subject"], per_slice["slice"], per_slice[metric.key])}
+    if metric.key in ("volume", "posterior_volume"):
+        per_volume = section.get("per_volume")
+        if not per_volume:
+            return None
+        return {s: float(v) for s, v in zip(per_volume["subject"], per_volume[metric.key]) if v is not None}
+    per_vertebra = section.get("per_vertebra")
+    if not per_vertebra:
+        return None
+    column = "dice" if metric.key == "vertebra" else "posterior"
+    return {(s, int(v)): float(d) for s, v, d in zip(per_vertebra["subject"], per_vertebra["vertebra"], per_vertebra[column]) if d is not None}
+
+
+def average_samples(samples: list[dict[Hashable, float] | None]) -> dict[Hashable, float] | None:
+    """Sample-wise mean over runs, on the samples every run has (None when a run has no samples)."""
+    if not samples or any(s is None for s in samples):
+        return None
+    keys = [k for k in samples[0] if all(k in s for s in samples[1:])]
+    return {k: float(np.mean([s[k] for s in samples])) for k in keys}
+
+
+def make_cell(runs: list[RunRecord], group: ColumnGroup, metric: Metric) -> Cell:
+    blocks = [r.datasets[group.dataset] for r in runs if r.summary.get("data") == group.train_data and group.dataset in r.datasets]
+    blocks = [b for b in blocks if (b.get(metric.section) or {}).get("aggregates", {}).get(metric.key) is not None]
+    if not blocks:
+        return Cell(None, 0, None)
+    value = float(np.mean([b[metric.section]["aggregates"][metric.key] for b in blocks]))
+    return Cell(value, len(blocks), average_samples([metric_samples(b, metric) for b in blocks]))
+
+
+# ---------------------------------------------------------------------------------------------- rows
+def row_key(run: RunRecord) -> RowKey:
+    return tuple((f, run.summary.get(f)) for f in ROW_FIELDS)
+
+
+def format_number(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def inference_label(key: dict[str, Any]) -> str:
+    """The paper's way of naming inference settings: 'η=1, t=20, w=0', or 'DDPM t=1000'."""
+    if key.get("inference.sampler") == "ddpm":
+        text = f"DDPM t={format_number(key['inference.t'])}, w={format_number(key['inference.w'])}"
+    else:
+        text = f"η={format_number(key['inference.eta'])}, t={format_number(key['inference.t'])}, w={format_number(key['inference.w'])}"
+    samples = key.get("inference.samples")
+    return text + (f", {samples} samples" if samples not in (None, 1) else "")
+
+
+def method_label(model: str | None) -> str:
+    return METHOD_LABELS.get(model or "", model or "?")
+
+
+def row_labels(keys: list[RowKey], sampling: dict[str, bool], show_registration: bool) -> dict[RowKey, str]:
+    """Method, plus inference settings for sampling methods and wherever a method's rows differ in them,
+    plus the registration when asked."""
+    by_model: dict[Any, set] = {}
+    for key in keys:
+        fields = dict(key)
+        by_model.setdefault(fields["model"], set()).add(tuple(fields[f] for f in INFERENCE_FIELDS))
+    labels = {}
+    for key in keys:
+        fields = dict(key)
+        label = method_label(fields["model"])
+        if sampling.get(fields["model"]) or len(by_model[fields["model"]]) > 1:
+            label += f" {inference_label(fields)}"
+        if show_registration:
+            label += f", {REGISTRATION_LABELS.get(fields['registration'], fields['registration'])}"
+        labels[key] = label
+    return labels
+
+
+def row_sort_key(fields: dict[str, Any], method_order: Sequence[str]) -> tuple:
+    model = fields.get("model")
+    registration = fields.get("registration")
+    return (
+        method_order.index(model) if model in method_order else len(method_order), str(model),
+        REGISTRATION_ORDER.index(registration) if registration in REGISTRATION_ORDER else len(REGISTRATION_ORDER),
+        tuple(str(fields.get(f)) for f in INFERENCE_FIELDS),
+    )
+
+
+# ---------------------------------------------------------------------------------------------- tables
+def column_groups(runs: list[RunRecord], own_test_only: bool) -> list[ColumnGroup]:
+    """(training data, test set) pairs in the runs: each training data's own test split first."""
+    groups: dict[ColumnGroup, None] = {}
+    train_data = list(dict.fromkeys(r.summary.get("data") for r in runs))
+    for data in sorted(train_data, key=lambda d: (d not in ("phantom_t1w", "phantom_t2w"), str(d))):
+        groups[ColumnGroup(data, data)] = None
+        if not own_test_only:
+            for run in runs:
+                if run.summary.get("data") == data:
+                    for dataset in run.datasets:
+                        groups[ColumnGroup(data, dataset)] = None
+    return [g for g in groups if any(g.dataset in r.datasets for r in runs if r.summary.get("data") == g.train_data)]
+
+
+def build_table(
+    name: str,
+    title: str,
+    runs: list[RunRecord],
+    metrics: Sequence[Metric],
+    expected: Sequence[dict[str, Any]],
+    method_order: Sequence[str],
+    own_test_only: bool = True,
+    show_registration: bool = False,
+    note: str = "",
+) -> Table:
+    """Group complete runs into rows, fill the cells, add a 'no runs' row for every expected configuration
+    (a partial row key such as {"model": "cut"}) that no run matches, mark the best values, run the tests."""
+    grouped: dict[RowKey, list[RunRecord]] = {}
+    for run in sorted(runs, key=lambda r: r.name):
+        grouped.setdefault(row_key(run), []).append(run)
+    groups = column_groups(runs, own_test_only)
+    sampling = {r.summary.get("model"): r.sampling for r in runs}
+    labels = row_labels(list(grouped), sampling, show_registration)
+    rows = [
+        Row(labels[key], key, members, [make_cell(members, g, m) for g in groups for m in metrics])
+        for key, members in grouped.items()
+    ]
+    for partial in expected:
+        if not any(all(dict(row.key).get(f) == v for f, v in partial.items()) for row in rows):
+            fields = {f: partial.get(f) for f in ROW_FIELDS}
+            label = method_label(partial.get("model"))
+            if show_registration:
+                label += f", {REGISTRATION_LABELS.get(partial.get('registration'), partial.get('registration'))}"
+            rows.append(Row(label, tuple(fields.items()), [], [Cell(None, 0, None) for _ in groups for _ in metrics]))
+    rows.sort(key=lambda row: row_sort_key(dict(row.key), method_order))
+    if not rows:
+        rows.append(Row("no runs of this kind", (), [], []))
+    table = Table(name, title, groups, metrics, rows, note)
+    mark_best(table)
+    table.pvalues = best_row_tests(table)
+    return table
+
+
+def formatted(value: float, digits: int) -> str:
+    return f"{value:.{digits}f}"
+
+
+def best_index(table: Table, column: int) -> int | None:
+    """The row with the best unrounded value in a column (None if no row has one)."""
+    _, metric = table.columns[column]
+    present = [(i, row.cells[column].value) for i, row in enumerate(table.rows) if row.cells[column].value is not None]
+    if not present:
+        return None
+    pick = max if metric.higher_is_better else min
+    return pick(present, key=lambda item: item[1])[0]
+
+
+def mark_best(table: Table) -> None:
+    """Mark every value that equals the best one at the printed precision (ties within rounding together)."""
+    for column, (_, metric) in enumerate(table.columns):
+        best = best_index(table, column)
+        if best is None:
+            continue
+        shown = formatted(table.rows[best].cells[column].value, metric.digits)
+        for row in table.rows:
+            cell = row.cells[column]
+            cell.best = cell.value is not None and formatted(cell.value, metric.digits) == shown
+
+
+def best_row_tests(table: Table) -> list[PValue]:
+    """Paired t-test of the best row against every other row with a value, in every column."""
+    tests = []
+    for column, (group, metric) in enumerate(table.columns):
+        best = best_index(table, column)
+        if best is None:
+            continue
+        reference = table.rows[best]
+        for index, row in enumerate(table.rows):
+            if index == best or row.cells[column].value is None:
+                continue
+            a, b = reference.cells[column].samples, row.cells[column].samples
+            if a is None or b is None:
+                tests.append(PValue(group, metric, reference.label, row.label, None, "no per-sample values"))
+                continue
+            try:
+                tests.append(PValue(group, metric, reference.label, row.label, paired_ttest(a, b)))
+            except ValueError as error:
+                tests.append(PValue(group, metric, reference.label, row.label, None, str(error)))
+    return tests
+
+
+# ---------------------------------------------------------------------------------------------- the paper's tables
+def is_job(run: RunRecord, job_type: str) -> bool:
+    return run.complete and run.job_type == job_type
+
+
+def paper_tables(
+    runs: list[RunRecord], methods: Sequence[str], main_registration: str = "two_point"
+) -> dict[str, Table]:
+    """Tables 1-3 (train runs with the main registration), S1/S2 (evaluate runs: the inference ablation)
+    and the registration ablation (train runs, method x registration)."""
+    main = [r for r in runs if is_job(r, "train") and r.summary.get("registration") == main_registration]
+    evaluated = [r for r in runs if is_job(r, "evaluate")]
+    trained = [r for r in runs if is_job(r, "train")]
+    expected = [{"model": m} for m in methods]
+    ablated = sorted({r.summary.get("model") for r in trained}, key=str)
+    registration_expected = [{"model": m, "registration": g} for m in ablated for g in REGISTRATION_ORDER]
+    main_note = f"Training runs registered with {main_registration}; best values marked; runs = runs averaged per column group."
+    return {
+        "table1_image_quality": build_table(
+            "table1_image_quality", "Table 1: image quality of the synthetic CT on the test split of the training data",
+            main, IMAGE_QUALITY, expected, methods, note=main_note),
+        "table2_dice": build_table(
+            "table2_dice", "Table 2: Dice per volume and per vertebra on every test set", main, DICE, expected, methods,
+            own_test_only=False, note=main_note),
+        "table3_posterior_dice": build_table(
+            "table3_posterior_dice", "Table 3: posterior-structure Dice (vertebral body excluded) per volume and per vertebra",
+            main, POSTERIOR_DICE, expected, methods, own_test_only=False, note=main_note),
+        "tableS1_inference_image_quality": build_table(
+            "tableS1_inference_image_quality", "Table S1: image quality under the inference ablation (sampler, t, eta, w)",
+            evaluated, IMAGE_QUALITY, [], methods, note="Evaluate runs (mr2ct.evaluate) of trained checkpoints."),
+        "tableS2_inference_dice": build_table(
+            "tableS2_inference_dice", "Table S2: Dice under the inference ablation (sampler, t, eta, w)",
+            evaluated, DICE, [], methods, own_test_only=False, note="Evaluate runs (mr2ct.evaluate) of trained checkpoints."),
+        "registration_ablation": build_table(
+            "registration_ablation", "Registration ablation: method x landmarks per vertebra (0, 1, 2)",
+            trained, (*DICE, *POSTERIOR_DICE, PSNR), registration_expected, methods, show_registration=True,
+            note="Training runs; Dice and PSNR on the test split of the training data."),
+    }

@@ -1,0 +1,294 @@
+"""mr2ct.tables on real tiny runs made here: tables cell by cell against results.json, p-values against
+paired_ttest, missing rows, failed runs, LaTeX/CSV that parse, figures, the W&B source, the sweep configs."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+
+from mr2ct.cli import CONF_DIR
+from mr2ct.evaluate import evaluate_checkpoint, evaluation_config, locate_checkpoint
+from mr2ct.experiment import flatten_aggregates, run_task
+from mr2ct.metrics.stats import paired_ttest
+from mr2ct.report.runs import collect_local
+from mr2ct.tables import available_methods, run_tables
+from mr2ct.train import train
+from tests.conftest import TINY, TINY_DDIM, compose_config
+
+SWEEPS = CONF_DIR.parent / "multirun_sweeps"
+
+
+def tiny_train(root: Path, cache_dir: Path, name: str, *overrides: str, base: list[str] = TINY) -> Path:
+    cfg = compose_config([*base, "logger=none", f"paths.cache_dir={cache_dir}", f"paths.output_dir={root / name}", *overrides])
+    run_task(cfg, "train", train)
+    return root / name
+
+
+@pytest.fixture(scope="module")
+def runs_root(tmp_path_factory, cache_dir) -> Path:
+    """Two seeds of pix2pix (two_point), pix2pix with one landmark, ddim_image, an evaluate run of it
+    with t=3, and a run that fails on purpose."""
+    root = tmp_path_factory.mktemp("sweep")
+    tiny_train(root, cache_dir, "p2p_seed0")
+    tiny_train(root, cache_dir, "p2p_seed1", "seed=1")
+    tiny_train(root, cache_dir, "p2p_one", "registration=one_point")
+    ddim = tiny_train(root, cache_dir, "ddim", base=TINY_DDIM)
+    with pytest.raises(RuntimeError, match="fail_on_purpose"):
+        tiny_train(root, cache_dir, "failed", "fail_on_purpose=true")
+    cfg = compose_config([f"ckpt={ddim}", "logger=none", f"paths.output_dir={root / 'eval_t3'}", "inference.t=3",
+                          *[o for o in TINY if o.startswith("segmenter.")]], config_name="evaluate")
+    train_run, checkpoint = locate_checkpoint(cfg.ckpt)
+    merged = evaluation_config(cfg, train_run)
+    merged.ckpt_path = str(checkpoint)
+    run_task(merged, "evaluate", evaluate_checkpoint)
+    return root
+
+
+@pytest.fixture(scope="module")
+def report_dir(runs_root: Path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("report")
+    run_tables(compose_config([f"runs={runs_root}", f"out_dir={out}", "figure_subjects=1"], config_name="tables"))
+    return out
+
+
+def results(runs_root: Path, name: str) -> dict:
+    return json.loads((runs_root / name / "results.json").read_text())
+
+
+def read_csv(path: Path) -> dict[str, dict[str, str]]:
+    return {row["row"]: row for row in csv.DictReader(io.StringIO(path.read_text()))}
+
+
+def test_table1_cells_are_the_runs_aggregates_averaged_over_seeds(runs_root, report_dir):
+    table = read_csv(report_dir / "table1_image_quality.csv")
+    seeds = [results(runs_root, n)["datasets"]["phantom_t1w"]["image_quality"]["aggregates"] for n in ("p2p_seed0", "p2p_seed1")]
+    ddim = results(runs_root, "ddim")["datasets"]["phantom_t1w"]["image_quality"]["aggregates"]
+    for metric in ("l1", "mse", "psnr", "ssim", "vifp"):
+        assert float(table["Pix2Pix UNet"][f"phantom_t1w/{metric}"]) == pytest.approx(np.mean([s[metric] for s in seeds]), rel=1e-12)
+        assert float(table["DDIM image η=1, t=2, w=0"][f"phantom_t1w/{metric}"]) == pytest.approx(ddim[metric], rel=1e-12)
+    assert table["Pix2Pix UNet"]["runs"] == "2" and table["DDIM image η=1, t=2, w=0"]["runs"] == "1"
+    assert table["DDIM noise"]["runs"] == "no runs" and table["DDIM noise"]["phantom_t1w/psnr"] == ""
+    # best per column: the higher PSNR, the lower L1
+    better_psnr = "Pix2Pix UNet" if np.mean([s["psnr"] for s in seeds]) > ddim["psnr"] else "DDIM image η=1, t=2, w=0"
+    assert "phantom_t1w/psnr" in table[better_psnr]["best"].split(";")
+
+
+def test_table2_and_3_dice_on_every_test_set(runs_root, report_dir):
+    dice = read_csv(report_dir / "table2_dice.csv")
+    posterior = read_csv(report_dir / "table3_posterior_dice.csv")
+    run = results(runs_root, "ddim")["datasets"]
+    for dataset, key in (("phantom_t1w", "phantom_t1w"), ("phantom_external", "phantom_t1w>phantom_external"),
+                         ("phantom_external_corrected", "phantom_t1w>phantom_external_corrected")):
+        aggregates = run[dataset]["dice"]["aggregates"]
+        row = "DDIM image η=1, t=2, w=0"
+        assert float(dice[row][f"{key}/volume"]) == pytest.approx(aggregates["volume"], rel=1e-12)
+        assert float(dice[row][f"{key}/vertebra"]) == pytest.approx(aggregates["vertebra"], rel=1e-12)
+        assert float(posterior[row][f"{key}/posterior_volume"]) == pytest.approx(aggregates["posterior_volume"], rel=1e-12)
+        assert float(posterior[row][f"{key}/posterior_vertebra"]) == pytest.approx(aggregates["posterior_vertebra"], rel=1e-12)
+
+
+def test_registration_ablation_rows_and_missing_configuration(runs_root, report_dir):
+    table = read_csv(report_dir / "registration_ablation.csv")
+    one = results(runs_root, "p2p_one")["datasets"]["phantom_t1w"]
+    assert float(table["Pix2Pix UNet, 1 landmark"]["phantom_t1w/psnr"]) == pytest.approx(one["image_quality"]["aggregates"]["psnr"], rel=1e-12)
+    assert float(table["Pix2Pix UNet, 1 landmark"]["phantom_t1w/posterior_volume"]) == pytest.approx(one["dice"]["aggregates"]["posterior_volume"], rel=1e-12)
+    assert table["Pix2Pix UNet, no registration"]["runs"] == "no runs"
+    assert table["Pix2Pix UNet, 2 landmarks"]["runs"] == "2"
+    assert table["DDIM image, no registration"]["runs"] == "no runs"
+    assert table["DDIM image η=1, t=2, w=0, 2 landmarks"]["runs"] == "1"
+    markdown = (report_dir / "registration_ablation.md").read_text()
+    assert "| Pix2Pix UNet, no registration | – | – | – | – | – | no runs |" in markdown
+
+
+def test_inference_ablation_rows_come_from_evaluate_runs(runs_root, report_dir):
+    table = read_csv(report_dir / "tableS1_inference_image_quality.csv")
+    assert list(table) == ["DDIM image η=1, t=3, w=0"]
+    evaluated = results(runs_root, "eval_t3")["datasets"]["phantom_t1w"]["image_quality"]["aggregates"]
+    assert float(table["DDIM image η=1, t=3, w=0"]["phantom_t1w/psnr"]) == pytest.approx(evaluated["psnr"], rel=1e-12)
+
+
+def test_failed_run_is_listed_and_not_averaged(runs_root, report_dir):
+    not_included = (report_dir / "runs_not_included.md").read_text()
+    assert str(runs_root / "failed") in not_included and "fail_on_purpose" in not_included
+    assert read_csv(report_dir / "table1_image_quality.csv")["Pix2Pix UNet"]["runs"] == "2"
+    assert str(runs_root / "failed") in (report_dir / "index.html").read_text()
+
+
+def test_pvalues_equal_paired_ttest_on_the_per_sample_values(runs_root, report_dir):
+    def per_slice(name: str) -> dict:
+        block = results(runs_root, name)["datasets"]["phantom_t1w"]["image_quality"]["per_slice"]
+        return {(s, i): v for s, i, v in zip(block["subject"], block["slice"], block["psnr"])}
+
+    seeds = [per_slice("p2p_seed0"), per_slice("p2p_seed1")]
+    pix2pix = {k: (seeds[0][k] + seeds[1][k]) / 2 for k in seeds[0]}
+    ddim = per_slice("ddim")
+    rows = list(csv.DictReader(io.StringIO((report_dir / "table1_image_quality_pvalues.csv").read_text())))
+    psnr = [r for r in rows if r["metric"] == "psnr"]
+    assert len(psnr) == 1
+    best, other = (pix2pix, ddim) if psnr[0]["best_row"] == "Pix2Pix UNet" else (ddim, pix2pix)
+    expected = paired_ttest(best, other)
+    assert float(psnr[0]["p_value"]) == pytest.approx(expected.pvalue, rel=1e-9)
+    assert int(psnr[0]["n"]) == expected.n == len(ddim)
+    # Dice per vertebra: paired by (subject, vertebra)
+    dice_rows = [r for r in csv.DictReader(io.StringIO((report_dir / "table2_dice_pvalues.csv").read_text()))
+                 if r["column"] == "phantom_t1w>phantom_external" and r["metric"] == "vertebra"]
+    assert len(dice_rows) == 1 and (dice_rows[0]["p_value"] or dice_rows[0]["note"])
+
+
+def latex_cells(line: str) -> int:
+    """Columns a LaTeX row spans (multicolumn counted by its span)."""
+    body = line.removesuffix(r"\\").strip()
+    cells = re.split(r"(?<!\\)&", body)
+    return sum(int(m.group(1)) if (m := re.match(r"\s*\\multicolumn\{(\d+)\}", c)) else 1 for c in cells)
+
+
+@pytest.mark.parametrize("name", ["table1_image_quality", "table2_dice", "table3_posterior_dice",
+                                  "tableS1_inference_image_quality", "registration_ablation"])
+def test_latex_parses(report_dir, name):
+    text = (report_dir / f"{name}.tex").read_text()
+    depth = 0
+    for ch in re.sub(r"\\[{}]", "", text):
+        depth += {"{": 1, "}": -1}.get(ch, 0)
+        assert depth >= 0
+    assert depth == 0
+    assert re.findall(r"\\begin\{(\w+)\}", text) == re.findall(r"\\end\{(\w+)\}", text)[::-1]
+    spec = re.search(r"\\begin\{tabular\}\{(\w+)\}", text).group(1)
+    rows = [line for line in text.splitlines() if line.endswith(r"\\")]
+    assert rows and all(latex_cells(line) == len(spec) for line in rows)
+    assert text.count(r"\textbf{") >= 1 and "_" not in text.replace(r"\_", "")
+
+
+def test_figures_and_offline_report(report_dir):
+    figures = sorted(p.name for p in (report_dir / "figures").glob("*.png"))
+    assert figures == ["registration_phantom_t1w.png", "segmentation_phantom_t1w.png", "translation_phantom_t1w.png"]
+    assert all((report_dir / "figures" / f).stat().st_size > 10_000 for f in figures)
+    page = (report_dir / "index.html").read_text()
+    for figure in figures:
+        assert f"src='figures/{figure}'" in page
+    assert "Table 1" in page and "Registration ablation" in page and "∴" in page
+
+
+def test_unknown_table_and_missing_runs_are_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing-here"):
+        collect_local(str(tmp_path / "nothing-here*"))
+    with pytest.raises(ValueError, match="valid"):
+        run_tables(compose_config([f"runs={tmp_path}", f"out_dir={tmp_path / 'out'}", "tables=[table9]"], config_name="tables"))
+
+
+# ---------------------------------------------------------------------------------------------- W&B source
+class FakeFile:
+    def __init__(self, payload: dict, path: str):
+        self.payload, self.path = payload, path
+
+    def download(self, root: str, replace: bool = False):
+        target = Path(root) / self.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(self.payload))
+        return target
+
+
+class FakeRun:
+    """What mr2ct reads of a wandb.apis.public.Run: config, summary (with a per-slice table file), state."""
+
+    def __init__(self, record: dict, state: str, run_id: str):
+        self.id, self.path, self.state, self.job_type = run_id, ["me", "mr2ct", run_id], state, record["job_type"]
+        self.config = {**record["summary"], "config": record["config"]}
+        self.summary = {}
+        self.files = {}
+        if state == "finished":
+            self.summary = dict(flatten_aggregates(record))
+            for dataset, block in record["datasets"].items():
+                per_slice = block["image_quality"]["per_slice"]
+                path = f"media/table/{dataset}/per_slice.table.json"
+                self.summary[f"{dataset}/per_slice"] = {"_type": "table-file", "path": path}
+                self.files[path] = {"columns": list(per_slice), "data": [list(r) for r in zip(*per_slice.values())]}
+
+    def file(self, path: str) -> FakeFile:
+        return FakeFile(self.files[path], path)
+
+
+class FakeApi:
+    def __init__(self, runs: list[FakeRun]):
+        self._runs, self.calls = runs, []
+
+    def runs(self, path: str, filters: dict):
+        self.calls.append((path, filters))
+        return self._runs
+
+
+class FakeWandbRun:
+    def __init__(self, **kwargs):
+        self.init_kwargs, self.logged, self.finished = kwargs, {}, False
+
+    def log(self, data: dict):
+        self.logged.update(data)
+
+    def finish(self):
+        self.finished = True
+
+
+def test_wandb_source_with_a_fake_api(runs_root, tmp_path):
+    records = [results(runs_root, n) for n in ("p2p_seed0", "ddim")]
+    failed = {**records[0], "job_type": "train"}
+    api = FakeApi([FakeRun(records[0], "finished", "a"), FakeRun(records[1], "finished", "b"), FakeRun(failed, "crashed", "c")])
+    started = []
+
+    def fake_init(**kwargs):
+        started.append(FakeWandbRun(**kwargs))
+        return started[-1]
+
+    out = tmp_path / "wandb_report"
+    cfg = compose_config(["source=wandb", "project=mr2ct", "group=g1", "entity=me", f"out_dir={out}", "figure_subjects=1"],
+                         config_name="tables")
+    report = run_tables(cfg, api=api, wandb_init=fake_init)
+    assert api.calls == [("me/mr2ct", {"group": "g1"})]
+    table = read_csv(out / "table1_image_quality.csv")
+    assert float(table["Pix2Pix UNet"]["phantom_t1w/psnr"]) == pytest.approx(
+        records[0]["datasets"]["phantom_t1w"]["image_quality"]["aggregates"]["psnr"], rel=1e-12)
+    assert table["Pix2Pix UNet"]["runs"] == "1"  # the crashed run is not averaged in
+    assert [r.name for r in report.not_included] == ["me/mr2ct/c"]
+    psnr = [r for r in csv.DictReader(io.StringIO((out / "table1_image_quality_pvalues.csv").read_text())) if r["metric"] == "psnr"]
+    assert psnr and psnr[0]["p_value"]  # per-slice values came from the logged table
+    assert len(started) == 1 and started[0].finished and started[0].init_kwargs["group"] == "g1"
+    assert set(started[0].logged) == {f"figures/{p.stem}" for p in report.figures} and report.figures
+
+
+# ---------------------------------------------------------------------------------------------- sweep configs
+@pytest.mark.parametrize("name, params", [
+    ("registration_ablation", {"model": "pix2pix,ddim_image", "registration": "none,one_point,two_point"}),
+    ("method_comparison", {"model": ",".join(sorted(available_methods())), "data": "phantom_t1w,phantom_t2w"}),
+])
+def test_train_sweeps_compose_on_the_primary_config(name, params):
+    with initialize_config_dir(config_dir=str(SWEEPS), version_base="1.3"):
+        cfg = compose(config_name=name, overrides=[f"hydra.searchpath=[file://{CONF_DIR}]"], return_hydra_config=True)
+    swept = dict(cfg.hydra.sweeper.params)
+    if name == "method_comparison":
+        swept["model"] = ",".join(sorted(swept["model"].split(",")))
+    assert swept == params
+    assert cfg.experiment_name == name and cfg.model.name == "pix2pix" and cfg.data.name == "phantom_t1w"
+
+
+def test_sweep_command_line_keeps_the_primary_conf_on_the_search_path():
+    command = [sys.executable, "-m", "mr2ct.train", "--config-dir", str(SWEEPS), "--config-name", "registration_ablation",
+               "--cfg", "hydra", "-p", "hydra.sweeper.params"]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=CONF_DIR.parent)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert "model: pix2pix,ddim_image" in completed.stdout and "registration: none,one_point,two_point" in completed.stdout
+
+
+def test_inference_ablation_sweeps_compose_on_the_evaluate_config():
+    with initialize_config_dir(config_dir=str(SWEEPS), version_base="1.3"):
+        grid = compose(config_name="inference_ablation", overrides=[f"hydra.searchpath=[file://{CONF_DIR}]", "ckpt=x"], return_hydra_config=True)
+        ddpm = compose(config_name="inference_ablation_ddpm", overrides=[f"hydra.searchpath=[file://{CONF_DIR}]", "ckpt=x", "inference=ddpm"], return_hydra_config=True)
+    assert dict(grid.hydra.sweeper.params) == {"inference.t": "10,20,50", "inference.eta": "0,1", "inference.w": "0,1,2"}
+    assert dict(ddpm.hydra.sweeper.params) == {"inference": "ddpm"}
+    assert ddpm.inference.sampler.value == "ddpm" and grid.ckpt == "x"
