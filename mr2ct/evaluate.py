@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from mr2ct.cli import hydra_entry
 from mr2ct.config import TrainConfig, register_configs
 from mr2ct.experiment import RunLogger, run_task
+from mr2ct.methods.base import TranslationModule
 from mr2ct.pipeline import evaluate, prepared_data, print_summary
 
 register_configs()
@@ -38,9 +39,20 @@ def locate_checkpoint(ckpt: str | Path) -> tuple[Path, Path]:
     return run_dir, checkpoint
 
 
+def trained_config(train_run: Path) -> DictConfig:
+    """A training run's resolved config, typed against TrainConfig."""
+    return OmegaConf.merge(OmegaConf.structured(TrainConfig), OmegaConf.load(train_run / "config_resolved.yaml"))
+
+
+def load_method(target: str, checkpoint: Path) -> TranslationModule:
+    """A trained method from its checkpoint (weights only: no code runs on load), on the GPU when present."""
+    method = get_class(target).load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True)
+    return method.cuda() if torch.cuda.is_available() else method
+
+
 def evaluation_config(cfg: DictConfig, train_run: Path) -> DictConfig:
     """The training run's config with this command's inference, segmenter, seed, logger and paths."""
-    trained = OmegaConf.merge(OmegaConf.structured(TrainConfig), OmegaConf.load(train_run / "config_resolved.yaml"))
+    trained = trained_config(train_run)
     for key in ("inference", "segmenter", "seed", "logger", "paths", "experiment_name"):
         trained[key] = cfg[key]
     trained.trainer.enable_progress_bar = True
@@ -49,9 +61,7 @@ def evaluation_config(cfg: DictConfig, train_run: Path) -> DictConfig:
 
 def evaluate_checkpoint(cfg: DictConfig, run_dir: Path, logger: RunLogger) -> dict[str, Any]:
     checkpoint = Path(cfg.ckpt_path)
-    method = get_class(cfg.model.target).load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True)
-    if torch.cuda.is_available():
-        method = method.cuda()
+    method = load_method(cfg.model.target, checkpoint)
     _, datamodule = prepared_data(cfg)
     results, figures = evaluate(cfg, method, datamodule, run_dir, baseline=False)
     results.update(source_run=str(checkpoint.parent.parent), checkpoint=str(checkpoint))

@@ -12,6 +12,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import nibabel as nib
 import numpy as np
@@ -61,8 +62,13 @@ def load_nifti(path: str | Path, canonical: bool = True) -> tuple[Volume, nib.Ni
     image = nib.load(str(path))
     if len(image.shape) != 3:
         raise ValueError(f"{path}: expected a 3D image, got shape {image.shape}")
-    view = nib.as_closest_canonical(image) if canonical else image
-    return Volume(np.asanyarray(view.dataobj), view.affine.copy()), image
+    return (canonical_volume(image) if canonical else Volume(np.asanyarray(image.dataobj), image.affine.copy())), image
+
+
+def canonical_volume(image: nib.Nifti1Image) -> Volume:
+    """An image's voxels in RAS+ order (nibabel's closest canonical orientation) with the matching affine."""
+    view = nib.as_closest_canonical(image)
+    return Volume(np.asanyarray(view.dataobj), view.affine.copy())
 
 
 def save_nifti(volume: Volume, path: str | Path, dtype: np.dtype | None = None) -> Path:
@@ -94,12 +100,18 @@ def save_like(array: np.ndarray, reference: nib.Nifti1Image, path: str | Path, d
 
 
 def _atomic_nifti_write(image: nib.Nifti1Image, path: Path) -> Path:
+    return atomic_write(path, lambda tmp: nib.save(image, tmp))
+
+
+def atomic_write(path: str | Path, write: Callable[[str], object]) -> Path:
+    """Let ``write`` fill a temp file beside ``path``, then rename it into place: readers never see half a
+    file, and a failed write leaves nothing behind. The file gets ordinary (umask) permissions."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes) or ".nii.gz"
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="".join(path.suffixes), dir=path.parent)
     os.close(fd)
     try:
-        nib.save(image, tmp)
+        write(tmp)
         os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     finally:
@@ -164,3 +176,8 @@ def resample_array(volume: Volume, affine: np.ndarray, shape: tuple[int, ...], o
         mode="nearest",
     )
     return Volume(resampled, np.asarray(affine, dtype=np.float64))
+
+
+def atomic_write_text(text: str, path: str | Path) -> Path:
+    """A text file written with :func:`atomic_write`."""
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 import platform
 import socket
 import subprocess
 import sys
-import tempfile
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from mr2ct.io import current_umask
+from mr2ct.io import atomic_write_text
 
 PACKAGES = (
     "mr2ct", "torch", "lightning", "hydra-core", "omegaconf", "monai", "numpy", "scipy", "nibabel",
@@ -62,18 +60,7 @@ def run_metadata(seed: int) -> dict[str, Any]:
 
 def write_json(obj: Any, path: str | Path) -> Path:
     """Write JSON atomically: readers never see a half-written results file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(obj, handle, indent=1, allow_nan=False, default=_jsonable)
-        os.chmod(tmp, 0o666 & ~current_umask())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_write_text(json.dumps(obj, indent=1, allow_nan=False, default=_jsonable), path)
 
 
 def _jsonable(value: Any) -> Any:

@@ -35,18 +35,16 @@ import hydra
 import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
-import torch
 from hydra.core.config_store import ConfigStore
-from hydra.utils import get_class
 from omegaconf import MISSING, DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from mr2ct.cli import hydra_entry
-from mr2ct.config import InferenceConfig, PreprocessConfig, SegmenterConfig, TrainConfig
+from mr2ct.config import InferenceConfig, PreprocessConfig, SegmenterConfig
 from mr2ct.data.preprocess import HU_SCALE, model_to_ct, mr_on_prepared_grid, prepared_grid_3d, resample_onto
-from mr2ct.evaluate import locate_checkpoint
+from mr2ct.evaluate import load_method, locate_checkpoint, trained_config
 from mr2ct.inference.volume import translate_volume
-from mr2ct.io import Volume, from_sitk, load_nifti, resample_array, save_like, save_nifti
+from mr2ct.io import Volume, canonical_volume, from_sitk, load_nifti, resample_array, save_like, save_nifti
 from mr2ct.methods.base import TranslationModule
 from mr2ct.runinfo import run_metadata, write_json
 from mr2ct.segment import Segmenter, build_segmenter
@@ -126,12 +124,6 @@ def discover_inputs(path: str | Path) -> list[InputItem]:
     if duplicates:
         raise ValueError(f"input={path}: several inputs would write the same outputs: {duplicates}")
     return items
-
-
-def canonical_volume(image: nib.Nifti1Image) -> Volume:
-    """An in-memory image in RAS+ voxel order (what load_nifti does for files)."""
-    view = nib.as_closest_canonical(image)
-    return Volume(np.asanyarray(view.dataobj), view.affine.copy())
 
 
 def read_dicom(item: InputItem) -> nib.Nifti1Image:
@@ -253,16 +245,6 @@ class Translator:
         return move_in_atomically(item.name, output, lambda temp: write_layers(layers, mr, reference, item.name, temp, self.iso))
 
 
-def training_config(run_dir: Path) -> DictConfig:
-    """The training run's resolved config, typed against TrainConfig."""
-    return OmegaConf.merge(OmegaConf.structured(TrainConfig), OmegaConf.load(run_dir / "config_resolved.yaml"))
-
-
-def load_method(target: str, checkpoint: Path) -> TranslationModule:
-    method = get_class(target).load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True)
-    return method.cuda() if torch.cuda.is_available() else method
-
-
 def translate(cfg: DictConfig) -> dict[str, Any]:
     """Translate every input of ``cfg`` into ``cfg.output``; return the log (also written as translate_log.json).
 
@@ -275,7 +257,7 @@ def translate(cfg: DictConfig) -> dict[str, Any]:
         raise NotADirectoryError(f"output={cfg.output}: exists and is not a folder")
     output.mkdir(parents=True, exist_ok=True)
 
-    trained = training_config(run_dir)
+    trained = trained_config(run_dir)
     segmenter_cfg = cfg.segmenter if cfg.segmenter is not None else trained.segmenter
     cache_dir = cfg.cache_dir if cfg.cache_dir is not None else trained.paths.cache_dir
     translator = Translator(

@@ -198,7 +198,7 @@ def test_ddpm_posterior_equals_bayes_rule(t: int, t_prev: int) -> None:
     assert variance == pytest.approx(1 / precision, rel=1e-9)
     torch.testing.assert_close(mean, expected_mean, rtol=1e-9, atol=1e-12)
     if t_prev == t - 1:
-        assert 1 - alpha == pytest.approx(schedule.betas[t].item(), rel=1e-9)
+        assert schedule.betas[t].item() == pytest.approx(1 - alpha, rel=1e-9)
 
 
 @pytest.mark.parametrize("prediction", ["epsilon", "sample"])

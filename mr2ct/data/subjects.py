@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -18,7 +16,7 @@ from typing import Iterable
 import nibabel as nib
 import numpy as np
 
-from mr2ct.io import Volume, lps_to_ras, ras_to_lps
+from mr2ct.io import Volume, atomic_write_text, lps_to_ras, ras_to_lps
 from mr2ct.labels import LANDMARK_KINDS
 
 Landmarks = dict[int, dict[str, np.ndarray]]
@@ -161,23 +159,6 @@ def write_landmarks(landmarks: Landmarks, path: str | Path, coordinate_system: s
         },
     }
     return atomic_write_text(json.dumps(payload, indent=1), Path(path))
-
-
-def atomic_write_text(text: str, path: Path) -> Path:
-    """Write a text file via a temp file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's private 0600 is not what a shared dataset wants
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
 
 
 # ---------------------------------------------------------------------------------------------- loading

@@ -20,7 +20,8 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from mr2ct.config import PhantomConfig
-from mr2ct.data.subjects import (MANIFEST, Landmarks, TrueTransform, atomic_write_text, write_landmarks)
+from mr2ct.data.subjects import MANIFEST, Landmarks, TrueTransform, write_landmarks
+from mr2ct.io import atomic_write_text
 from mr2ct.io import Volume, save_nifti
 from mr2ct.labels import LANDMARK_KINDS
 from mr2ct.phantom import contrast

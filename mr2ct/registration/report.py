@@ -10,8 +10,6 @@ estimated transform with the phantom's true global CT->MR transform: the rotatio
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import numpy as np
 
 from mr2ct.config import RegistrationMode
 from mr2ct.data.subjects import Subject
+from mr2ct.io import atomic_write
 from mr2ct.registration.landmarks import Landmarks, paired_points
 from mr2ct.registration.rigid import (
     MODE_KINDS,
@@ -98,21 +97,16 @@ def registration_report(subjects: Iterable[Subject], mode: str | RegistrationMod
 
 def write_registration_report(rows: list[dict], path: str | Path) -> Path:
     """Write report rows as CSV (empty cell for None), atomically (temp file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     extra = [key for row in rows for key in row if key not in REPORT_COLUMNS]
     columns = list(REPORT_COLUMNS) + list(dict.fromkeys(extra))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".csv", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as handle:
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=columns, restval="")
             writer.writeheader()
             writer.writerows({key: "" if value is None else value for key, value in row.items()} for row in rows)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+
+    return atomic_write(path, write)
 
 
 def read_registration_report(path: str | Path) -> list[dict]:
