@@ -69,7 +69,7 @@ def main() -> None:
 
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=[f"data.phantom.subjects={args.subjects}", *args.overrides])
+        cfg = compose("config", overrides=[f"data.phantom.subjects={args.subjects}", f"paths.output_dir={cache_dir}", *args.overrides])
     data, registration, preprocess, loader_cfg = cfg.data, cfg.registration, cfg.preprocess, cfg.loader
 
     start = time.perf_counter()
