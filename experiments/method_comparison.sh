@@ -5,14 +5,4 @@
 #   experiments/method_comparison.sh                   # CPU default scale
 #   experiments/method_comparison.sh experiment=...    # paper scale (GPU)
 # Extra arguments are Hydra overrides for every training job. SWEEP_DIR / REPORT_DIR choose the folders.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-stamp=$(date +%Y-%m-%d_%H-%M-%S)
-sweep_dir=${SWEEP_DIR:-multirun/method_comparison/$stamp}
-report_dir=${REPORT_DIR:-reports/method_comparison/$stamp}
-
-python -m mr2ct.train -m --config-dir multirun_sweeps --config-name method_comparison \
-  "hydra.sweep.dir=$sweep_dir" "$@"
-python -m mr2ct.tables "runs=$sweep_dir" "out_dir=$report_dir" \
-  "tables=[table1_image_quality,table2_dice,table3_posterior_dice]"
-echo "report: $report_dir/index.html"
+exec "$(dirname "$0")/training_sweep.sh" method_comparison "[table1_image_quality,table2_dice,table3_posterior_dice]" "$@"

@@ -4,14 +4,4 @@
 #   experiments/registration_ablation.sh                          # CPU default scale
 #   experiments/registration_ablation.sh experiment=paper_pix2pix # paper scale (GPU)
 # Extra arguments are Hydra overrides for every training job. SWEEP_DIR / REPORT_DIR choose the folders.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-stamp=$(date +%Y-%m-%d_%H-%M-%S)
-sweep_dir=${SWEEP_DIR:-multirun/registration_ablation/$stamp}
-report_dir=${REPORT_DIR:-reports/registration_ablation/$stamp}
-
-python -m mr2ct.train -m --config-dir multirun_sweeps --config-name registration_ablation \
-  "hydra.sweep.dir=$sweep_dir" "$@"
-python -m mr2ct.tables "runs=$sweep_dir" "out_dir=$report_dir" \
-  "tables=[registration_ablation,table1_image_quality,table2_dice,table3_posterior_dice]"
-echo "report: $report_dir/index.html"
+exec "$(dirname "$0")/training_sweep.sh" registration_ablation "[registration_ablation,table1_image_quality,table2_dice,table3_posterior_dice]" "$@"
