@@ -251,6 +251,8 @@ class EvaluateConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
     seed: int = 0
     experiment_name: str = "evaluate"
+    # extra test sets to score, by name (the run's data.test_sets); null: all; []: the training data's test split only
+    test_sets: Optional[List[str]] = None
 
 
 def register_configs() -> None:

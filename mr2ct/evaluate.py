@@ -50,11 +50,24 @@ def load_method(target: str, checkpoint: Path) -> TranslationModule:
     return method.cuda() if torch.cuda.is_available() else method
 
 
+def selected_test_sets(test_sets: list, names: list[str] | None, train_run: Path) -> list:
+    """The run's extra test sets named in ``names`` (all of them when ``names`` is None), in the run's order."""
+    if names is None:
+        return list(test_sets)
+    available = [test_set.name for test_set in test_sets]
+    unknown = sorted(set(names) - set(available))
+    if unknown:
+        raise ValueError(f"test_sets={list(names)}: {unknown} not among the test sets of {train_run}; valid: {available}")
+    return [test_set for test_set in test_sets if test_set.name in names]
+
+
 def evaluation_config(cfg: DictConfig, train_run: Path) -> DictConfig:
-    """The training run's config with this command's inference, segmenter, seed, logger and paths."""
+    """The training run's config with this command's inference, segmenter, seed, logger, paths and test sets."""
     trained = trained_config(train_run)
     for key in ("inference", "segmenter", "seed", "logger", "paths", "experiment_name"):
         trained[key] = cfg[key]
+    names = None if cfg.test_sets is None else list(cfg.test_sets)
+    trained.data.test_sets = selected_test_sets(trained.data.test_sets, names, train_run)
     trained.trainer.enable_progress_bar = True
     return trained
 

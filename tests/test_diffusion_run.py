@@ -86,3 +86,14 @@ def test_samples_give_an_uncertainty_map(ddim_run: Path, tmp_path: Path, cache_d
         std = np.asarray(nib.load(str(std_map)).dataobj)
         mr = nib.load(str(std_map).replace("_sct_std.nii.gz", "_sct.nii.gz"))
         assert std.shape == mr.shape and std.min() >= 0 and std.max() > 0
+
+
+def test_evaluate_scores_only_the_chosen_test_sets(ddim_run: Path, tmp_path: Path, cache_dir: Path):
+    results = evaluate(ddim_run, tmp_path / "chosen", cache_dir, "test_sets=[phantom_external_corrected]")
+    assert list(results["datasets"]) == ["phantom_t1w", "phantom_external_corrected"]
+
+
+def test_evaluate_rejects_an_unknown_test_set(ddim_run: Path, tmp_path: Path):
+    cfg = compose_config([f"ckpt={ddim_run}", "test_sets=[phantom_externall]"], config_name="evaluate")
+    with pytest.raises(ValueError, match=r"phantom_externall.*valid: \['phantom_external', 'phantom_external_corrected'\]"):
+        evaluation_config(cfg, ddim_run)
