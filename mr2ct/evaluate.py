@@ -19,7 +19,7 @@ from mr2ct.cli import hydra_entry
 from mr2ct.config import TrainConfig, register_configs
 from mr2ct.experiment import RunLogger, run_task
 from mr2ct.methods.base import TranslationModule
-from mr2ct.pipeline import evaluate, prepared_data, print_summary
+from mr2ct.pipeline import evaluate, log_summary, prepared_data
 
 register_configs()
 
@@ -79,7 +79,7 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path, logger: RunLogger) -> di
     results, figures = evaluate(cfg, method, datamodule, run_dir, baseline=False)
     results.update(source_run=str(checkpoint.parent.parent), checkpoint=str(checkpoint))
     logger.log_results(results, figures)
-    print_summary(results, run_dir)
+    log_summary(results, run_dir)
     return results
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ from mr2ct.methods.base import TranslationModule
 from mr2ct.registration import median_tre_mm, read_registration_report
 from mr2ct.segment import build_segmenter
 
+log = logging.getLogger("mr2ct")
+
 
 def build_method(cfg: DictConfig) -> TranslationModule:
     model = resolved_config(cfg)["model"]
@@ -33,6 +36,7 @@ def inference_settings(cfg: DictConfig) -> InferenceConfig:
 def prepared_data(cfg: DictConfig) -> tuple[Path, SpineDataModule]:
     """The cached prepared dataset of ``cfg`` (built on first use) and its data module."""
     prepared = prepare_dataset(cfg.data, cfg.registration, cfg.preprocess, cfg.paths.cache_dir)
+    log.info("prepared dataset %s (%s registration): %s", cfg.data.name, cfg.registration.mode, prepared)
     datamodule = SpineDataModule(
         prepared, cfg.loader, dims=cfg.model.dims, paired=cfg.model.paired,
         min_spine_pixels=cfg.preprocess.min_spine_pixels, seed=cfg.seed,
@@ -70,6 +74,7 @@ def evaluate(
     datasets: dict[str, Any] = {}
     figures: dict[str, Path] = {}
     for name, volumes in evaluation_sets(cfg, datamodule).items():
+        log.info("evaluating %s: %d test volumes", name, len(volumes))
         outputs = evaluate_volumes(
             method, volumes, inference_settings(cfg), cfg.loader.crop_size, run_dir / "predictions" / name,
             seed=cfg.seed, segmenter=segmenter, progress=cfg.trainer.enable_progress_bar,
@@ -90,11 +95,12 @@ def evaluate(
     return {"datasets": datasets}, figures
 
 
-def print_summary(results: dict[str, Any], run_dir: Path) -> None:
+def log_summary(results: dict[str, Any], run_dir: Path) -> None:
+    """The run's mean metrics and output paths, on the console and in the run dir's log file."""
     lines = [f"mr2ct run finished: {run_dir}"]
     for key, value in flatten_aggregates(results).items():
         lines.append(f"  {key:<40} {value:10.4f}")
     lines.append(f"  results:      {run_dir / 'results.json'}")
     lines.append(f"  synthetic CT: {run_dir / 'predictions'}")
     lines.append(f"  figures:      {run_dir / 'figures'}")
-    print("\n".join(lines))
+    log.info("\n".join(lines))

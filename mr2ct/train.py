@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from mr2ct.cli import hydra_entry
 from mr2ct.config import register_configs
 from mr2ct.experiment import RunLogger, resolved_config, run_task
-from mr2ct.pipeline import build_method, evaluate, prepared_data, print_summary, registration_summary
+from mr2ct.pipeline import build_method, evaluate, log_summary, prepared_data, registration_summary
 
 register_configs()
 
@@ -37,7 +37,7 @@ def train(cfg: DictConfig, run_dir: Path, logger: RunLogger) -> dict[str, Any]:
     results["registration"] = registration_summary(prepared)
     results["checkpoint"] = checkpoints.last_model_path
     logger.log_results(results, figures)
-    print_summary(results, run_dir)
+    log_summary(results, run_dir)
     return results
 
 

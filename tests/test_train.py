@@ -131,3 +131,6 @@ def test_multirun_records_a_failed_job_and_finishes_the_others(tmp_path: Path, c
     assert statuses == {"job0": "complete", "job1": "failed"}
     failed = json.loads((sweep_dir / "job1" / "results.json").read_text())
     assert "fail_on_purpose" in failed["error"]
+    # each job dir keeps its own log: the summary of the finished job, the traceback of the failed one
+    assert "mr2ct run finished" in (sweep_dir / "job0" / "train.log").read_text()
+    assert "fail_on_purpose=true" in (sweep_dir / "job1" / "train.log").read_text()
