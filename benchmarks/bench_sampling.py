@@ -16,13 +16,24 @@ import time
 
 import torch
 
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from mr2ct.cli import CONF_DIR
+from mr2ct.config import register_configs
 from mr2ct.diffusion import NoiseSchedule, sample
 from mr2ct.nets.sa_unet import SAUNet
 
-WIDTHS = {
-    "default": {"dim": 16, "dim_mults": (1, 2, 4)},
-    "paper": {"dim": 64, "dim_mults": (1, 2, 4, 8)},
-}
+# the SA-UNet settings of the configs themselves, so the benchmark follows any change to them
+WIDTH_OVERRIDES = {"default": ["model=ddim_image"], "paper": ["experiment=paper_ddim_image"]}
+
+
+def network_settings(width: str) -> dict:
+    """``model.net`` of the composed config for ``width`` (default: conf/model; paper: conf/experiment)."""
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=[*WIDTH_OVERRIDES[width], "paths.output_dir=."])
+    return OmegaConf.to_container(cfg.model.net)
 
 
 def _synchronise(device: torch.device) -> None:
@@ -57,8 +68,9 @@ def _seconds(fn, device: torch.device, repeats: int) -> float:
 
 
 def benchmark_width(name: str, args: argparse.Namespace, device: torch.device) -> dict[str, float]:
+    settings = network_settings(name)
     torch.manual_seed(0)
-    net = SAUNet(2, 1, **WIDTHS[name]).to(device).eval()
+    net = SAUNet(2, 1, **settings).to(device).eval()
     schedule = NoiseSchedule.cosine()
     mr = torch.rand(args.batch, 1, args.size, args.size, device=device) * 2 - 1
     loop_slices = min(args.loop_slices or args.batch, args.batch)
@@ -77,7 +89,7 @@ def benchmark_width(name: str, args: argparse.Namespace, device: torch.device) -
     }
     result["ratio"] = result["batched_slices_per_s"] / result["loop_slices_per_s"]
     print(
-        f"{name:>8} width ({WIDTHS[name]['dim']} ch, mults {WIDTHS[name]['dim_mults']}, "
+        f"{name:>8} width ({settings['dim']} ch, mults {tuple(settings['dim_mults'])}, "
         f"{result['parameters_M']:.2f} M params): batch of {args.batch}: {result['batched_slices_per_s']:.3f} slices/s, "
         f"loop over {loop_slices}: {result['loop_slices_per_s']:.3f} slices/s, batched/loop = {result['ratio']:.2f}x",
         flush=True,
@@ -92,7 +104,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="DDIM steps t")
     parser.add_argument("--loop-slices", type=int, default=0, help="slices timed in the per-slice loop (0: all)")
     parser.add_argument("--repeats", type=int, default=1, help="timed runs of each variant; the fastest counts")
-    parser.add_argument("--widths", nargs="+", choices=sorted(WIDTHS), default=["default", "paper"])
+    parser.add_argument("--widths", nargs="+", choices=sorted(WIDTH_OVERRIDES), default=["default", "paper"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = parser.parse_args()
