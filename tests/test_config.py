@@ -32,9 +32,11 @@ def test_every_group_option_composes_and_resolves(group, option):
             assert str(container[group][key]) == str(chosen[key]), f"{group}.{key} not taken from {option}.yaml"
 
 
-def test_default_config_is_the_paper_registration():
+def test_default_config_is_the_papers_best_method_and_registration():
     cfg = compose_config()
+    assert cfg.model.name == "ddim_image" and cfg.model.extra.prediction == "sample"
     assert cfg.registration.mode.value == "two_point"
+    assert (cfg.inference.sampler.value, cfg.inference.t, cfg.inference.eta) == ("ddim", 20, 1.0)
     assert cfg.preprocess.dims == cfg.model.dims
 
 
