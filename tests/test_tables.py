@@ -134,7 +134,7 @@ def test_pvalues_equal_paired_ttest_on_the_per_sample_values(runs_root, report_d
     rows = list(csv.DictReader(io.StringIO((report_dir / "table1_image_quality_pvalues.csv").read_text())))
     psnr = [r for r in rows if r["metric"] == "psnr"]
     assert len(psnr) == 1
-    best, other = (pix2pix, ddim) if psnr[0]["best_row"] == "Pix2Pix UNet" else (ddim, pix2pix)
+    best, other = (pix2pix, ddim) if psnr[0]["reference_row"] == "Pix2Pix UNet" else (ddim, pix2pix)
     expected = paired_ttest(best, other)
     assert float(psnr[0]["p_value"]) == pytest.approx(expected.pvalue, rel=1e-9)
     assert int(psnr[0]["n"]) == expected.n == len(ddim)
@@ -142,6 +142,22 @@ def test_pvalues_equal_paired_ttest_on_the_per_sample_values(runs_root, report_d
     dice_rows = [r for r in csv.DictReader(io.StringIO((report_dir / "table2_dice_pvalues.csv").read_text()))
                  if r["column"] == "phantom_t1w>phantom_external" and r["metric"] == "vertebra"]
     assert len(dice_rows) == 1 and (dice_rows[0]["p_value"] or dice_rows[0]["note"])
+
+
+def test_registration_ablation_tests_two_landmarks_against_one_within_each_method(runs_root, report_dir):
+    def per_vertebra(name: str) -> dict:
+        block = results(runs_root, name)["datasets"]["phantom_t1w"]["dice"]["per_vertebra"]
+        return {(s, v): d for s, v, d in zip(block["subject"], block["vertebra"], block["posterior"])}
+
+    seeds = [per_vertebra("p2p_seed0"), per_vertebra("p2p_seed1")]
+    two = {k: (seeds[0][k] + seeds[1][k]) / 2 for k in seeds[0]}
+    rows = list(csv.DictReader(io.StringIO((report_dir / "registration_ablation_pvalues.csv").read_text())))
+    # only within-method pairs: Pix2Pix 2 vs 1 landmark (DDIM has a single registration, nothing to pair)
+    assert {(r["reference_row"], r["other_row"]) for r in rows} == {("Pix2Pix UNet, 2 landmarks", "Pix2Pix UNet, 1 landmark")}
+    posterior = [r for r in rows if r["metric"] == "posterior_vertebra"]
+    expected = paired_ttest(two, per_vertebra("p2p_one"))
+    assert float(posterior[0]["p_value"]) == pytest.approx(expected.pvalue, rel=1e-9)
+    assert "2-landmark row against its 1- and 0-landmark rows" in (report_dir / "registration_ablation_pvalues.md").read_text()
 
 
 def latex_cells(line: str) -> int:
@@ -274,7 +290,7 @@ def test_train_sweeps_compose_on_the_primary_config(name, params):
     if name == "method_comparison":
         swept["model"] = ",".join(sorted(swept["model"].split(",")))
     assert swept == params
-    assert cfg.experiment_name == name and cfg.model.name == "pix2pix" and cfg.data.name == "phantom_t1w"
+    assert cfg.experiment_name == name and cfg.model.name == "ddim_image" and cfg.data.name == "phantom_t1w"
 
 
 def test_sweep_command_line_keeps_the_primary_conf_on_the_search_path():

@@ -111,7 +111,7 @@ def to_latex(table: Table) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- p-values
-PVALUE_COLUMNS = ["column", "metric", "best_row", "other_row", "n", "mean_difference", "statistic", "p_value", "note"]
+PVALUE_COLUMNS = ["column", "metric", "reference_row", "other_row", "n", "mean_difference", "statistic", "p_value", "note"]
 
 
 def pvalue_rows(table: Table) -> list[list[str]]:
@@ -120,7 +120,7 @@ def pvalue_rows(table: Table) -> list[list[str]]:
         result = test.result
         numbers = ["", "", "", ""] if result is None else [
             str(result.n), repr(result.mean_difference), repr(result.statistic), repr(result.pvalue)]
-        rows.append([test.group.key, test.metric.key, test.best_row, test.other_row, *numbers, test.note])
+        rows.append([test.group.key, test.metric.key, test.reference_row, test.other_row, *numbers, test.note])
     return rows
 
 
@@ -138,12 +138,12 @@ def format_p(p: float) -> str:
 
 def pvalues_markdown(table: Table) -> str:
     body = [
-        [t.group.label, t.metric.label, t.best_row, t.other_row,
+        [t.group.label, t.metric.label, t.reference_row, t.other_row,
          "" if t.result is None else str(t.result.n), "" if t.result is None else format_p(t.result.pvalue), t.note]
         for t in table.pvalues
     ]
-    text = markdown_table(["column", "metric", "best row", "compared with", "pairs", "p", "note"], body) if body else "No comparisons (fewer than two rows with values)."
-    return f"### p-values: {table.title}\n\nPaired two-sided t-tests of the best row against every other row.\n\n{text}\n"
+    text = markdown_table(["column", "metric", "row", "compared with", "pairs", "p", "note"], body) if body else "No comparisons (no pair of rows with values)."
+    return f"### p-values: {table.title}\n\nPaired two-sided t-tests of {table.comparisons}.\n\n{text}\n"
 
 
 # ---------------------------------------------------------------------------------------------- runs not included
@@ -173,12 +173,12 @@ def html_table(table: Table) -> str:
     if table.pvalues:
         rows = "".join(
             "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in (
-                t.group.label, t.metric.label, t.best_row, t.other_row,
+                t.group.label, t.metric.label, t.reference_row, t.other_row,
                 "" if t.result is None else str(t.result.n), "" if t.result is None else format_p(t.result.pvalue), t.note)) + "</tr>"
             for t in table.pvalues
         )
-        lines.append("<details><summary>paired t-tests (best row vs every other row)</summary><table>"
-                     "<tr><th>column</th><th>metric</th><th>best row</th><th>compared with</th><th>pairs</th><th>p</th><th>note</th></tr>"
+        lines.append(f"<details><summary>paired t-tests: {html.escape(table.comparisons)}</summary><table>"
+                     "<tr><th>column</th><th>metric</th><th>row</th><th>compared with</th><th>pairs</th><th>p</th><th>note</th></tr>"
                      f"{rows}</table></details>")
     return "\n".join(lines)
 

@@ -1,5 +1,6 @@
 """The paper's tables as data: rows of averaged runs, columns of (test set, metric), best values marked,
-and the paired t-tests of the best row against every other row.
+and paired t-tests: of the best row against every other row, or (registration ablation) of each method's
+2-landmark row against its 1- and 0-landmark rows.
 
 Rows are configurations: method, registration and inference settings; several runs of one configuration
 (seeds) are averaged and counted. Columns are grouped by the data the model was trained on and the test set
@@ -101,11 +102,11 @@ class Row:
 
 @dataclass(frozen=True)
 class PValue:
-    """The paired t-test of the best row against another row in one column (None p: not testable, see note)."""
+    """The paired t-test of a reference row against another row in one column (None p: not testable, see note)."""
 
     group: ColumnGroup
     metric: Metric
-    best_row: str
+    reference_row: str
     other_row: str
     result: TTestResult | None
     note: str = ""
@@ -120,6 +121,7 @@ class Table:
     rows: list[Row]
     note: str = ""
     pvalues: list[PValue] = field(default_factory=list)
+    comparisons: str = "the best row against every other row"  # what the p-values compare, for the reports
 
     @property
     def columns(self) -> list[tuple[ColumnGroup, Metric]]:
@@ -242,6 +244,7 @@ def build_table(
     own_test_only: bool = True,
     show_registration: bool = False,
     note: str = "",
+    within_method_registration_tests: bool = False,
 ) -> Table:
     """Group complete runs into rows, fill the cells, add a 'no runs' row for every expected configuration
     (a partial row key such as {"model": "cut"}) that no run matches, mark the best values, run the tests."""
@@ -267,7 +270,10 @@ def build_table(
         rows.append(Row("no runs of this kind", (), [], []))
     table = Table(name, title, groups, metrics, rows, note)
     mark_best(table)
-    table.pvalues = best_row_tests(table)
+    if within_method_registration_tests:
+        table.pvalues, table.comparisons = registration_tests(table), REGISTRATION_COMPARISONS
+    else:
+        table.pvalues = best_row_tests(table)
     return table
 
 
@@ -297,25 +303,50 @@ def mark_best(table: Table) -> None:
             cell.best = cell.value is not None and formatted(cell.value, metric.digits) == shown
 
 
+def row_test(table: Table, column: int, reference: Row, other: Row) -> PValue:
+    """Paired t-test of two rows' per-sample values in one column."""
+    group, metric = table.columns[column]
+    a, b = reference.cells[column].samples, other.cells[column].samples
+    if a is None or b is None:
+        return PValue(group, metric, reference.label, other.label, None, "no per-sample values")
+    try:
+        return PValue(group, metric, reference.label, other.label, paired_ttest(a, b))
+    except ValueError as error:
+        return PValue(group, metric, reference.label, other.label, None, str(error))
+
+
 def best_row_tests(table: Table) -> list[PValue]:
     """Paired t-test of the best row against every other row with a value, in every column."""
     tests = []
-    for column, (group, metric) in enumerate(table.columns):
+    for column in range(len(table.columns)):
         best = best_index(table, column)
         if best is None:
             continue
-        reference = table.rows[best]
         for index, row in enumerate(table.rows):
-            if index == best or row.cells[column].value is None:
+            if index != best and row.cells[column].value is not None:
+                tests.append(row_test(table, column, table.rows[best], row))
+    return tests
+
+
+REGISTRATION_COMPARISONS = "each method's 2-landmark row against its 1- and 0-landmark rows (the paper's test)"
+
+
+def registration_tests(table: Table) -> list[PValue]:
+    """Within each method and inference setting: the two_point row against the one_point and none rows,
+    in every column where both have values (the paper's "from one to two points per vertebra")."""
+    by_configuration: dict[RowKey, dict[Any, Row]] = {}
+    for row in table.rows:
+        configuration = tuple((f, v) for f, v in row.key if f != "registration")
+        by_configuration.setdefault(configuration, {})[dict(row.key).get("registration")] = row
+    tests = []
+    for rows in by_configuration.values():
+        reference = rows.get("two_point")
+        for other in (rows.get("one_point"), rows.get("none")):
+            if reference is None or other is None:
                 continue
-            a, b = reference.cells[column].samples, row.cells[column].samples
-            if a is None or b is None:
-                tests.append(PValue(group, metric, reference.label, row.label, None, "no per-sample values"))
-                continue
-            try:
-                tests.append(PValue(group, metric, reference.label, row.label, paired_ttest(a, b)))
-            except ValueError as error:
-                tests.append(PValue(group, metric, reference.label, row.label, None, str(error)))
+            for column in range(len(table.columns)):
+                if reference.cells[column].value is not None and other.cells[column].value is not None:
+                    tests.append(row_test(table, column, reference, other))
     return tests
 
 
@@ -355,5 +386,6 @@ def paper_tables(
         "registration_ablation": build_table(
             "registration_ablation", "Registration ablation: method x landmarks per vertebra (0, 1, 2)",
             trained, (*DICE, *POSTERIOR_DICE, PSNR), registration_expected, methods, show_registration=True,
-            note="Training runs; Dice and PSNR on the test split of the training data."),
+            note="Training runs; Dice and PSNR on the test split of the training data.",
+            within_method_registration_tests=True),
     }
