@@ -36,7 +36,7 @@ def inference_settings(cfg: DictConfig) -> InferenceConfig:
 def prepared_data(cfg: DictConfig) -> tuple[Path, SpineDataModule]:
     """The cached prepared dataset of ``cfg`` (built on first use) and its data module."""
     prepared = prepare_dataset(cfg.data, cfg.registration, cfg.preprocess, cfg.paths.cache_dir)
-    log.info("prepared dataset %s (%s registration): %s", cfg.data.name, cfg.registration.mode, prepared)
+    log.info("prepared dataset %s (%s registration): %s", cfg.data.name, cfg.registration.mode.value, prepared)
     datamodule = SpineDataModule(
         prepared, cfg.loader, dims=cfg.model.dims, paired=cfg.model.paired,
         min_spine_pixels=cfg.preprocess.min_spine_pixels, seed=cfg.seed,
