@@ -123,14 +123,20 @@ def test_failed_run_is_listed_and_not_averaged(runs_root, report_dir):
     assert str(runs_root / "failed") in (report_dir / "index.html").read_text()
 
 
-def test_pvalues_equal_paired_ttest_on_the_per_sample_values(runs_root, report_dir):
-    def per_slice(name: str) -> dict:
-        block = results(runs_root, name)["datasets"]["phantom_t1w"]["image_quality"]["per_slice"]
-        return {(s, i): v for s, i, v in zip(block["subject"], block["slice"], block["psnr"])}
+def phantom_t1w_samples(runs_root: Path, names: tuple[str, ...], section: str, table: str, ids: str, value: str) -> dict:
+    """Per-sample values ((subject, ids) -> value) of the runs ``names`` on phantom_t1w, averaged over them."""
+    runs = []
+    for name in names:
+        block = results(runs_root, name)["datasets"]["phantom_t1w"][section][table]
+        runs.append({(s, i): v for s, i, v in zip(block["subject"], block[ids], block[value])})
+    return {key: float(np.mean([run[key] for run in runs])) for key in runs[0]}
 
-    seeds = [per_slice("p2p_seed0"), per_slice("p2p_seed1")]
-    pix2pix = {k: (seeds[0][k] + seeds[1][k]) / 2 for k in seeds[0]}
-    ddim = per_slice("ddim")
+
+def test_pvalues_equal_paired_ttest_on_the_per_sample_values(runs_root, report_dir):
+    def per_slice(*names: str) -> dict:
+        return phantom_t1w_samples(runs_root, names, "image_quality", "per_slice", "slice", "psnr")
+
+    pix2pix, ddim = per_slice("p2p_seed0", "p2p_seed1"), per_slice("ddim")
     rows = list(csv.DictReader(io.StringIO((report_dir / "table1_image_quality_pvalues.csv").read_text())))
     psnr = [r for r in rows if r["metric"] == "psnr"]
     assert len(psnr) == 1
@@ -145,12 +151,10 @@ def test_pvalues_equal_paired_ttest_on_the_per_sample_values(runs_root, report_d
 
 
 def test_registration_ablation_tests_two_landmarks_against_one_within_each_method(runs_root, report_dir):
-    def per_vertebra(name: str) -> dict:
-        block = results(runs_root, name)["datasets"]["phantom_t1w"]["dice"]["per_vertebra"]
-        return {(s, v): d for s, v, d in zip(block["subject"], block["vertebra"], block["posterior"])}
+    def per_vertebra(*names: str) -> dict:
+        return phantom_t1w_samples(runs_root, names, "dice", "per_vertebra", "vertebra", "posterior")
 
-    seeds = [per_vertebra("p2p_seed0"), per_vertebra("p2p_seed1")]
-    two = {k: (seeds[0][k] + seeds[1][k]) / 2 for k in seeds[0]}
+    two = per_vertebra("p2p_seed0", "p2p_seed1")
     rows = list(csv.DictReader(io.StringIO((report_dir / "registration_ablation_pvalues.csv").read_text())))
     # only within-method pairs: Pix2Pix 2 vs 1 landmark (DDIM has a single registration, nothing to pair)
     assert {(r["reference_row"], r["other_row"]) for r in rows} == {("Pix2Pix UNet, 2 landmarks", "Pix2Pix UNet, 1 landmark")}
