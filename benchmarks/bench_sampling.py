@@ -15,7 +15,6 @@ import argparse
 import time
 
 import torch
-
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
