@@ -1,4 +1,4 @@
-"""Data-stage benchmark (issue 4): preparation time of a 12-subject lumbar T1w phantom, and the training
+"""Data-stage benchmark: preparation time of a 12-subject lumbar T1w phantom, and the training
 loader's throughput against what a training step consumes, as ratios measured in one run.
 
     python benchmarks/bench_data.py [--subjects 12] [--cache-dir DIR] [--batches 40] [--steps 20]
@@ -20,12 +20,12 @@ from pathlib import Path
 import lightning as L
 from hydra import compose, initialize_config_dir
 
-from mr2ct.cli import CONF_DIR
-from mr2ct.config import register_configs
+from mr2ct.core.cli import CONF_DIR
+from mr2ct.core.config import register_configs
 from mr2ct.data.datamodule import SpineDataModule
 from mr2ct.data.preprocess import prepare_dataset
 from mr2ct.data.sources import subject_root
-from mr2ct.pipeline import build_method
+from mr2ct.pipeline.stages import build_method
 
 
 def loader_slices_per_second(module: SpineDataModule, batches: int) -> float:

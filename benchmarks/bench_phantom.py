@@ -19,7 +19,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from mr2ct.config import PhantomConfig, PhantomPreset, Region  # noqa: E402
+from mr2ct.core.config import PhantomConfig, PhantomPreset, Region  # noqa: E402
 from mr2ct.phantom.generate import generate_subject, write_subject  # noqa: E402
 
 

@@ -18,8 +18,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from mr2ct.cli import CONF_DIR
-from mr2ct.config import register_configs
+from mr2ct.core.cli import CONF_DIR
+from mr2ct.core.config import register_configs
 from mr2ct.diffusion import NoiseSchedule, sample
 from mr2ct.nets.sa_unet import SAUNet
 

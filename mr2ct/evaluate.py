@@ -11,43 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-import torch
-from hydra.utils import get_class
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from mr2ct.cli import hydra_entry
-from mr2ct.config import TrainConfig, register_configs
-from mr2ct.experiment import RunLogger, run_task
-from mr2ct.methods.base import TranslationModule
-from mr2ct.pipeline import evaluate, log_summary, prepared_data
+from mr2ct.core.cli import hydra_entry
+from mr2ct.core.config import register_configs
+from mr2ct.inference.checkpoint import load_method, locate_checkpoint, trained_config
+from mr2ct.pipeline.run import RunLogger, run_task
+from mr2ct.pipeline.stages import evaluate, log_summary, prepared_data
 
 register_configs()
-
-
-def locate_checkpoint(ckpt: str | Path) -> tuple[Path, Path]:
-    """(run dir, checkpoint file) from either a train run dir or a .ckpt file inside one."""
-    path = Path(ckpt).expanduser().resolve()
-    if path.is_dir():
-        checkpoint = path / "checkpoints" / "last.ckpt"
-        run_dir = path
-    else:
-        checkpoint, run_dir = path, path.parent.parent
-    if not checkpoint.is_file():
-        raise FileNotFoundError(f"ckpt={ckpt}: no checkpoint at {checkpoint}")
-    if not (run_dir / "config_resolved.yaml").is_file():
-        raise FileNotFoundError(f"ckpt={ckpt}: {run_dir} is not an mr2ct run dir (no config_resolved.yaml)")
-    return run_dir, checkpoint
-
-
-def trained_config(train_run: Path) -> DictConfig:
-    """A training run's resolved config, typed against TrainConfig."""
-    return OmegaConf.merge(OmegaConf.structured(TrainConfig), OmegaConf.load(train_run / "config_resolved.yaml"))
-
-
-def load_method(target: str, checkpoint: Path) -> TranslationModule:
-    """A trained method from its checkpoint (weights only: no code runs on load), on the GPU when present."""
-    method = get_class(target).load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True)
-    return method.cuda() if torch.cuda.is_available() else method
 
 
 def selected_test_sets(test_sets: list, names: list[str] | None, train_run: Path) -> list:

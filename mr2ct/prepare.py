@@ -9,8 +9,8 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from mr2ct.cli import hydra_entry
-from mr2ct.config import register_configs
+from mr2ct.core.cli import hydra_entry
+from mr2ct.core.config import register_configs
 from mr2ct.data.preprocess import REGISTRATION_REPORT, prepare_dataset
 from mr2ct.registration import median_tre_mm, read_registration_report
 

@@ -16,7 +16,7 @@ import hydra
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from mr2ct.cli import CONF_DIR, hydra_entry
+from mr2ct.core.cli import CONF_DIR, hydra_entry
 from mr2ct.report import Report, build_report, collect_local, collect_wandb
 from mr2ct.report.runs import RunRecord
 from mr2ct.report.tables import METHOD_LABELS

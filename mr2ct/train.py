@@ -10,10 +10,16 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
-from mr2ct.cli import hydra_entry
-from mr2ct.config import register_configs
-from mr2ct.experiment import RunLogger, resolved_config, run_task
-from mr2ct.pipeline import build_method, evaluate, log_summary, prepared_data, registration_summary
+from mr2ct.core.cli import hydra_entry
+from mr2ct.core.config import register_configs
+from mr2ct.pipeline.run import RunLogger, resolved_config, run_task
+from mr2ct.pipeline.stages import (
+    build_method,
+    evaluate,
+    log_summary,
+    prepared_data,
+    registration_summary,
+)
 
 register_configs()
 

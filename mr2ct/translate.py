@@ -1,6 +1,6 @@
 """``python -m mr2ct.translate ckpt=RUN_OR_CKPT input=PATH output=DIR``: MRI in, synthetic CT (+ labels) out.
 
-For cohort users (DESIGN.md section 1b). ``input`` is one NIfTI, a folder of NIfTIs (``*.nii``,
+For cohort users. ``input`` is one NIfTI, a folder of NIfTIs (``*.nii``,
 ``*.nii.gz``), a DICOM series folder, or a folder whose subfolders are DICOM series. Each MR is prepared
 exactly as the checkpoint's training run prepared its MR (``mr_on_prepared_grid`` with the run's
 ``preprocess`` settings), translated by ``translate_volume`` (tiles of the run's ``loader.crop_size``) and
@@ -39,14 +39,23 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from mr2ct.cli import hydra_entry
-from mr2ct.config import InferenceConfig, PreprocessConfig, SegmenterConfig
-from mr2ct.data.preprocess import HU_SCALE, model_to_ct, mr_on_prepared_grid, prepared_grid_3d, resample_onto
-from mr2ct.evaluate import load_method, locate_checkpoint, trained_config
+from mr2ct.core.cli import hydra_entry
+from mr2ct.core.config import InferenceConfig, PreprocessConfig, SegmenterConfig
+from mr2ct.core.io import (
+    Volume,
+    canonical_volume,
+    from_sitk,
+    load_nifti,
+    resample_array,
+    save_like,
+    save_nifti,
+)
+from mr2ct.core.runinfo import run_metadata, write_json
+from mr2ct.core.values import HU_SCALE, model_to_ct
+from mr2ct.data.preprocess import mr_on_prepared_grid, prepared_grid_3d, resample_onto
+from mr2ct.inference.checkpoint import load_method, locate_checkpoint, trained_config
 from mr2ct.inference.volume import translate_volume
-from mr2ct.io import Volume, canonical_volume, from_sitk, load_nifti, resample_array, save_like, save_nifti
 from mr2ct.methods.base import TranslationModule
-from mr2ct.runinfo import run_metadata, write_json
 from mr2ct.segment import Segmenter, build_segmenter
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")

@@ -8,8 +8,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from mr2ct.cli import CONF_DIR
-from mr2ct.config import register_configs
+from mr2ct.core.cli import CONF_DIR
+from mr2ct.core.config import register_configs
 
 # A tiny but complete run: 4 phantom subjects, narrow nets, two optimisation steps, no W&B network.
 TINY = [

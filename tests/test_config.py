@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-import subprocess
-import sys
-
-from mr2ct.cli import CONF_DIR, unknown_key_messages
+from mr2ct.core.cli import CONF_DIR, unknown_key_messages
 from tests.conftest import compose_config
 
 GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir())

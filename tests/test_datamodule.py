@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from mr2ct.config import LoaderConfig
+from mr2ct.core.config import LoaderConfig
 from mr2ct.data.datamodule import SpineDataModule, crop, jitter_mr, spine_slices, window
 from mr2ct.data.preprocess import FORMAT_VERSION, MANIFEST, record_filenames
 

@@ -7,8 +7,8 @@ from typing import Callable
 
 import pytest
 import torch
-from torch import Tensor
 from diffusers import DDIMScheduler, DDPMScheduler
+from torch import Tensor
 
 from mr2ct.diffusion import (
     NULL_CONDITION_VALUE,

@@ -11,11 +11,12 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from mr2ct.config import InferenceConfig
-from mr2ct.evaluate import evaluate_checkpoint, evaluation_config, locate_checkpoint
-from mr2ct.experiment import run_task
+from mr2ct.core.config import InferenceConfig
+from mr2ct.evaluate import evaluate_checkpoint, evaluation_config
+from mr2ct.inference.checkpoint import locate_checkpoint
 from mr2ct.inference.volume import translate_volume
 from mr2ct.methods.diffusion import ConditionalDiffusion
+from mr2ct.pipeline.run import run_task
 from mr2ct.train import train
 from tests.conftest import TINY, TINY_DDIM, compose_config
 

@@ -8,7 +8,7 @@ import torch
 from monai.metrics import DiceMetric
 from scipy import ndimage
 
-from mr2ct.labels import ARCH, BODY, SPINOUS_PROCESS
+from mr2ct.core.labels import ARCH, BODY, SPINOUS_PROCESS
 from mr2ct.metrics import (
     dice,
     dice_per_vertebra,

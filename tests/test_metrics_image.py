@@ -8,7 +8,16 @@ from scipy import ndimage
 from sewar.full_ref import vifp as sewar_vifp
 from skimage.metrics import structural_similarity
 
-from mr2ct.metrics import image_metrics_volume, l1, mse, psnr, spine_mask, ssim, to_unit_range, vifp
+from mr2ct.metrics import (
+    image_metrics_volume,
+    l1,
+    mse,
+    psnr,
+    spine_mask,
+    ssim,
+    to_unit_range,
+    vifp,
+)
 from mr2ct.metrics.image import PSNR_CAP_DB
 
 

@@ -1,4 +1,4 @@
-"""The spine phantom (issue 3): anatomy labels, contrast, pose ground truth, landmarks and determinism."""
+"""The spine phantom: anatomy labels, contrast, pose ground truth, landmarks and determinism."""
 
 from __future__ import annotations
 
@@ -12,11 +12,17 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
-from mr2ct.config import PhantomConfig, PhantomPreset
-from mr2ct.io import lps_to_ras
-from mr2ct.labels import BODY, SPINOUS_PROCESS, SUBREGIONS, region_ids
+from mr2ct.core.config import PhantomConfig, PhantomPreset
+from mr2ct.core.io import lps_to_ras
+from mr2ct.core.labels import BODY, SPINOUS_PROCESS, SUBREGIONS, region_ids
 from mr2ct.phantom import contrast, generate_subject
-from mr2ct.phantom.generate import (assign_splits, landmarks_from_labels, reorient, thin_slices, write_subject)
+from mr2ct.phantom.generate import (
+    assign_splits,
+    landmarks_from_labels,
+    reorient,
+    thin_slices,
+    write_subject,
+)
 from mr2ct.phantom.pose import MAX_VERTEBRA_ROTATION_DEG, MAX_VERTEBRA_TRANSLATION_MM
 from mr2ct.phantom.render import Grid, Tissue, render
 

@@ -13,20 +13,22 @@ import torch
 from omegaconf import OmegaConf
 
 import mr2ct.data.preprocess as preprocess
-from mr2ct.config import DataConfig, PhantomConfig, PreprocessConfig, RegistrationConfig
+from mr2ct.core.config import (
+    DataConfig,
+    PhantomConfig,
+    PreprocessConfig,
+    RegistrationConfig,
+)
+from mr2ct.core.io import Volume
+from mr2ct.core.subjects import SubjectError
+from mr2ct.core.values import ct_to_model, model_to_ct, mr_robust_max, mr_to_model
 from mr2ct.data.preprocess import (
-    ct_to_model,
     elastic_deform,
-    model_to_ct,
-    mr_robust_max,
-    mr_to_model,
     prepare_dataset,
     prepared_grid_2d,
     prepared_grid_3d,
     resample_onto,
 )
-from mr2ct.data.subjects import SubjectError
-from mr2ct.io import Volume
 
 
 # ---------------------------------------------------------------------------------------------- value maps
@@ -183,7 +185,7 @@ def test_layout_manifest_and_report(prepared, manifest):
 
 
 def test_resampled_labels_keep_ids_and_copies_differ(prepared, manifest):
-    from mr2ct.data.subjects import load_subjects
+    from mr2ct.core.subjects import load_subjects
 
     subjects = {s.name: s for s in load_subjects(manifest["subject_root"])}
     name = manifest["subjects"]["train"][0]
@@ -258,7 +260,7 @@ def test_broken_subject_gives_its_error_and_no_cache_entry(prepared, manifest, c
 
 
 def test_blank_mr_fails_during_preparation_without_a_half_entry(prepared, manifest, cache, tmp_path):
-    from mr2ct.io import load_nifti, save_nifti
+    from mr2ct.core.io import load_nifti, save_nifti
 
     root = broken_root(cache, tmp_path)
     with open(root / "manifest.csv", newline="") as handle:

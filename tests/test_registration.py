@@ -17,10 +17,10 @@ import pytest
 import SimpleITK as sitk
 from scipy.spatial.transform import Rotation
 
-from mr2ct.config import PhantomConfig
-from mr2ct.data.subjects import Subject, TrueTransform, load_subjects
-from mr2ct.io import Volume, ras_to_lps, to_sitk
-from mr2ct.labels import ARCH, BODY, SPINOUS_PROCESS
+from mr2ct.core.config import PhantomConfig
+from mr2ct.core.io import Volume, ras_to_lps, to_sitk
+from mr2ct.core.labels import ARCH, BODY, SPINOUS_PROCESS
+from mr2ct.core.subjects import Subject, TrueTransform, load_subjects
 from mr2ct.phantom import generate_dataset, generate_subject, pose
 from mr2ct.registration import (
     REPORT_COLUMNS,
@@ -32,8 +32,8 @@ from mr2ct.registration import (
     landmarks_from_segmentation,
     refine_registration,
     register,
-    registration_report,
     registration_pairs,
+    registration_report,
     registration_report_row,
     resample_onto_mr,
     resample_to_grid,

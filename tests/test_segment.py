@@ -14,8 +14,8 @@ import scipy.ndimage as ndi
 import torch
 from omegaconf import OmegaConf
 
-from mr2ct.io import Volume
-from mr2ct.labels import ARCH, BODY, SPINOUS_PROCESS, VERTEBRA_IDS
+from mr2ct.core.io import Volume
+from mr2ct.core.labels import ARCH, BODY, SPINOUS_PROCESS, VERTEBRA_IDS
 from mr2ct.segment import (
     TOTALSEGMENTATOR_V2_TO_VERSE,
     PhantomUNetSegmenter,
@@ -23,8 +23,8 @@ from mr2ct.segment import (
     SegmenterCommandError,
     SegmenterConfig,
     build_segmenter,
+    phantom_unet,
 )
-from mr2ct.segment import phantom_unet
 from mr2ct.segment.base import from_canonical, to_canonical
 from mr2ct.segment.numbering import number_vertebrae, seed_numbers
 from mr2ct.segment.phantom_unet import (
@@ -329,7 +329,7 @@ def test_phantom_unet_trains_once_caches_and_segments(tmp_path, monkeypatch):
     again = build_segmenter(SegmenterConfig(**{**TINY, "device": "cpu", "inference_batch_size": 7}), tmp_path)
     assert again.entry == entry  # runtime-only fields do not change the cache key
 
-    from mr2ct.data.subjects import load_subjects
+    from mr2ct.core.subjects import load_subjects
 
     subject = load_subjects(next((tmp_path / "phantom").iterdir()), splits=["test"])[0]
     result = again.segment(subject.oracle_ct)

@@ -1,4 +1,4 @@
-"""The subject loader (issue 3 point 6): canonical RAS+ loading and validation that reports every problem."""
+"""The subject loader: canonical RAS+ loading and validation that reports every problem."""
 
 from __future__ import annotations
 
@@ -10,8 +10,14 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from mr2ct.config import PhantomConfig
-from mr2ct.data.subjects import (SubjectError, TrueTransform, load_subjects, read_landmarks, write_landmarks)
+from mr2ct.core.config import PhantomConfig
+from mr2ct.core.subjects import (
+    SubjectError,
+    TrueTransform,
+    load_subjects,
+    read_landmarks,
+    write_landmarks,
+)
 from mr2ct.phantom import generate_dataset, generate_subject
 
 CONFIG = PhantomConfig(subjects=3, seed=11)

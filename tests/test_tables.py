@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
-from mr2ct.cli import CONF_DIR
-from mr2ct.evaluate import evaluate_checkpoint, evaluation_config, locate_checkpoint
-from mr2ct.experiment import flatten_aggregates, run_task
+from mr2ct.core.cli import CONF_DIR
+from mr2ct.evaluate import evaluate_checkpoint, evaluation_config
+from mr2ct.inference.checkpoint import locate_checkpoint
 from mr2ct.metrics.stats import paired_ttest
+from mr2ct.pipeline.run import flatten_aggregates, run_task
 from mr2ct.report.runs import collect_local
 from mr2ct.tables import available_methods, run_tables
 from mr2ct.train import train

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from mr2ct.evaluate import evaluate_checkpoint, evaluation_config, locate_checkpoint
-from mr2ct.experiment import run_task
+from mr2ct.evaluate import evaluate_checkpoint, evaluation_config
+from mr2ct.inference.checkpoint import locate_checkpoint
+from mr2ct.pipeline.run import run_task
 from mr2ct.train import train
 from tests.conftest import TINY, compose_config
 

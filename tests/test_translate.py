@@ -13,12 +13,17 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from mr2ct.experiment import run_task
-from mr2ct.io import Volume, load_nifti, to_sitk
+from mr2ct.core.io import Volume, load_nifti, to_sitk
 from mr2ct.metrics.dice import dice
+from mr2ct.pipeline.run import run_task
 from mr2ct.segment import Segmentation
 from mr2ct.train import train
-from mr2ct.translate import discover_inputs, segmentation_layers, translate, write_layers
+from mr2ct.translate import (
+    discover_inputs,
+    segmentation_layers,
+    translate,
+    write_layers,
+)
 from tests.conftest import TINY, compose_config
 
 # A stochastic sampler (DDIM, eta=1), so std maps and seeded determinism mean something.
@@ -251,7 +256,7 @@ def test_samples_write_a_std_map_and_a_fixed_seed_repeats_exactly(tiny_run, smal
 @pytest.mark.slow
 def test_default_segmenter_on_the_oracle_ct_through_the_same_path_matches_ground_truth(subject, tmp_path):
     """The real default segmenter (phantom_unet, about a minute of training) through segment-and-write."""
-    from mr2ct.config import SegmenterConfig
+    from mr2ct.core.config import SegmenterConfig
     from mr2ct.segment import build_segmenter
 
     segmenter = build_segmenter(SegmenterConfig(progress=False), tmp_path / "cache")

@@ -1,4 +1,4 @@
-"""The Lightning data module over a prepared dataset (issue 4 point 5).
+"""The Lightning data module over a prepared dataset.
 
 Training batches: paired (or, for unpaired methods, independently drawn) MR/CT crops with MR brightness and
 contrast jitter and a random anterior-posterior flip. Validation batches: fixed centre crops of the stored
@@ -22,10 +22,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from mr2ct.config import LoaderConfig
+from mr2ct.core.config import LoaderConfig
+from mr2ct.core.values import BACKGROUND
 from mr2ct.data.preprocess import load_manifest
 
-FILL = -1.0
 EVAL_SPLITS = ("val", "test")
 
 
@@ -63,7 +63,7 @@ def crop(
 ) -> np.ndarray:
     """A ``size`` crop at ``start`` padded with -1; ``transform`` acts on the data part only, before padding."""
     source, destination = window(image.shape, start, size)
-    canvas = np.full(tuple(size), FILL, dtype=np.float32)
+    canvas = np.full(tuple(size), BACKGROUND, dtype=np.float32)
     region = image[source]
     canvas[destination] = region if transform is None else transform(region)
     return canvas if flip_axis is None else np.flip(canvas, axis=flip_axis)

@@ -1,11 +1,7 @@
-"""Registered subjects -> cached training arrays (DESIGN.md sections 2 and 7; issue 4 point 4).
+"""Registered subjects -> cached training arrays.
 
-Model space (the value ranges every network sees, shared with inference):
-- CT: ``clip(HU / 1000, -1, 1)``; back to HU with ``x * 1000``.
-- MR: ``clip(MR / robust_max, 0, 1) * 2 - 1`` where ``robust_max`` is the ``mr_robust_max_percentile``
-  percentile (default 99.5) of all voxels of the subject's native MR volume. A percentile instead of the
-  plain maximum keeps one hot voxel (flow artefact, fat at the coil) from darkening the whole image;
-  inference computes it the same way on the MR it is given.
+Value ranges: :mod:`mr2ct.core.values` (CT ``clip(HU / 1000, -1, 1)``, MR scaled by its robust maximum, the
+``mr_robust_max_percentile`` percentile of the native MR); inference computes them the same way.
 
 Grids: 2D keeps the MR slice thickness along axis 0 (left-right) and resamples the sagittal plane (axes 1, 2)
 to ``spacing_inplane_mm``; 3D resamples all axes to ``spacing_iso_mm``. Both cover the MR field of view.
@@ -30,42 +26,16 @@ import elasticdeform
 import numpy as np
 from tqdm.auto import tqdm
 
-from mr2ct.cache import cached
-from mr2ct.config import DataConfig, PreprocessConfig, RegistrationConfig
+from mr2ct.core.cache import cached
+from mr2ct.core.config import DataConfig, PreprocessConfig, RegistrationConfig
+from mr2ct.core.io import Volume, resample_array
+from mr2ct.core.values import ct_to_model, mr_robust_max, mr_to_model
 from mr2ct.data.sources import data_key, plain_config, subject_root
-from mr2ct.io import Volume, resample_array
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "val", "test")
 MANIFEST = "manifest.json"
 REGISTRATION_REPORT = "registration_report.csv"
-HU_SCALE = 1000.0
-
-
-# ---------------------------------------------------------------------------------------------- value maps
-def ct_to_model(hu):
-    """HU -> model space, ``clip(HU / 1000, -1, 1)`` (numpy arrays and torch tensors alike)."""
-    return (hu / HU_SCALE).clip(-1.0, 1.0)
-
-
-def model_to_ct(x):
-    """Model space -> HU (the inverse of :func:`ct_to_model` inside [-1000, 1000] HU)."""
-    return x * HU_SCALE
-
-
-def mr_robust_max(volume: np.ndarray, percentile: float) -> float:
-    """The ``percentile`` of all voxels of a native MR volume: the intensity mapped to +1 in model space."""
-    robust_max = float(np.percentile(np.asarray(volume, dtype=np.float64), percentile))
-    if not robust_max > 0:
-        raise ValueError(f"MR intensities have no positive {percentile}th percentile (blank or negative image)")
-    return robust_max
-
-
-def mr_to_model(mr, robust_max: float):
-    """MR intensities -> model space, ``clip(MR / robust_max, 0, 1) * 2 - 1``."""
-    if not robust_max > 0:
-        raise ValueError(f"robust_max must be positive, got {robust_max}")
-    return (mr / robust_max).clip(0.0, 1.0) * 2.0 - 1.0
 
 
 # ---------------------------------------------------------------------------------------------- grids
@@ -241,7 +211,7 @@ def prepare_dataset(
     mode = key["registration"]["mode"]
 
     def build(folder: Path) -> None:
-        from mr2ct.data.subjects import load_subjects
+        from mr2ct.core.subjects import load_subjects
         from mr2ct.registration import registration_report, write_registration_report
 
         root = subject_root(data_cfg, cache_dir, progress=progress)

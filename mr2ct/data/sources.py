@@ -1,6 +1,6 @@
 """Where subjects come from: the generated phantom (built once into the cache) or a subject root on disk.
 
-Both end in the same DESIGN.md section 3 layout, so everything downstream takes one path.
+Both end in the same subject layout (README, "Data layout"), so everything downstream takes one path.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from mr2ct.cache import cached
-from mr2ct.config import DataConfig, PhantomConfig
+from mr2ct.core.cache import cached
+from mr2ct.core.config import DataConfig, PhantomConfig
 
 SUBJECT_MANIFEST = "manifest.csv"
 
@@ -41,7 +41,7 @@ def subject_root(data_cfg: DataConfig, cache_dir: str | Path, progress: bool = T
     if root is None or not root.is_dir():
         raise FileNotFoundError(f"data.root {data_cfg.root!r} is not a folder (data={data_cfg.name!r}, kind=nifti)")
     if not (root / SUBJECT_MANIFEST).is_file():
-        raise FileNotFoundError(f"data.root {root} has no {SUBJECT_MANIFEST} (see DESIGN.md section 3 for the layout)")
+        raise FileNotFoundError(f"data.root {root} has no {SUBJECT_MANIFEST} (see the README's Data layout)")
     return root
 
 

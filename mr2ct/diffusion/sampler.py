@@ -28,13 +28,14 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from mr2ct.core.values import BACKGROUND, MODEL_MAX, MODEL_MIN
 from mr2ct.diffusion.schedule import NoiseSchedule
 
 Prediction = Literal["epsilon", "sample"]
 SamplerName = Literal["ddim", "ddpm"]
 ModelFn = Callable[[Tensor, Tensor, Tensor], Tensor]
 
-NULL_CONDITION_VALUE = -1.0
+NULL_CONDITION_VALUE = BACKGROUND
 
 
 def null_condition_like(cond: Tensor) -> Tensor:
@@ -73,7 +74,7 @@ def x0_and_eps(
     else:
         raise ValueError(f"prediction must be one of {get_args(Prediction)}, got {prediction!r}")
     if clip_x0:
-        x0, eps = x0.clamp(-1.0, 1.0), None
+        x0, eps = x0.clamp(MODEL_MIN, MODEL_MAX), None
     if eps is None:
         eps = schedule.predict_eps_from_x0(x_t, t, x0)
     return x0, eps

@@ -9,10 +9,9 @@ import torch
 from monai.inferers import sliding_window_inference
 from tqdm.auto import tqdm
 
-from mr2ct.config import InferenceConfig
+from mr2ct.core.config import InferenceConfig
+from mr2ct.core.values import BACKGROUND
 from mr2ct.methods.base import TranslationModule
-
-BACKGROUND = -1.0  # model-space value of air/no signal: tiles are padded with it
 
 
 @dataclass

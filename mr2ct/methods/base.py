@@ -10,7 +10,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from mr2ct.config import InferenceConfig
+from mr2ct.core.config import InferenceConfig
 
 
 def checked_kwargs(factory: Callable, kwargs: dict[str, Any], where: str) -> dict[str, Any]:

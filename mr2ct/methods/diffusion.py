@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel
 
-from mr2ct.config import InferenceConfig
+from mr2ct.core.config import InferenceConfig
 from mr2ct.diffusion.sampler import null_condition_like, sample
 from mr2ct.diffusion.schedule import NoiseSchedule
 from mr2ct.methods.base import TranslationModule, checked_kwargs

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from monai.losses import SSIMLoss
 from monai.networks.nets import PatchDiscriminator
 
-from mr2ct.config import InferenceConfig
+from mr2ct.core.config import InferenceConfig
 from mr2ct.methods.base import TranslationModule, checked_kwargs
 from mr2ct.nets.generators import build_generator
 

@@ -31,7 +31,7 @@ from typing import Literal
 import numpy as np
 from scipy import ndimage
 
-from mr2ct.labels import BODY
+from mr2ct.core.labels import BODY
 
 Assignment = Literal["overlap", "shift"]
 DEFAULT_ASSIGNMENT: Assignment = "overlap"

@@ -1,12 +1,12 @@
 """Image quality of synthetic CT against real CT: L1, MSE, PSNR, SSIM and VIFp on masked sagittal slices.
 
-The paper's protocol (DESIGN.md section 7): images are compared on [0, 1] ((x + 1) / 2 of model space,
+The paper's protocol: images are compared on [0, 1] ((x + 1) / 2 of model space,
 clipped), per sagittal slice, with every pixel farther than 10 px from the spine segmentation set to 0 in
 both images, so soft tissue the downstream task does not need is not scored. L1, MSE and PSNR average over
 all pixels of the slice (the zeroed ones included, as the paper does), so values depend on the field of
 view; compare runs only on the same grid, which paired tests do anyway.
 
-Deliberate differences from the authors' evaluation script (reference-notes.md):
+Deliberate differences from the authors' evaluation script (scripts/statistics/test_image_quality.py):
 - the mask is a Euclidean disk (distance <= 10 px, the paper's wording) where the script dilates with a
   cross 10 times (a diamond);
 - PSNR and SSIM use data range 1 (the script let torchmetrics infer it from each image);
@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from mr2ct.core.values import to_unit_range
+
 MASK_DISTANCE_PX = 10
 PSNR_CAP_DB = 100.0
 """PSNR of identical images is +inf; it is capped here so means and t-tests stay finite."""
@@ -36,11 +38,6 @@ VIFP_MIN_SIZE = 41
 """Smallest side for which all four VIFp scales keep at least one pixel after their 'valid' filters."""
 METRIC_NAMES = ("l1", "mse", "psnr", "ssim", "vifp")
 _SLICE_CHUNK = 32
-
-
-def to_unit_range(model_space: np.ndarray) -> np.ndarray:
-    """Model space [-1, 1] -> [0, 1], clipped, as the metrics expect."""
-    return np.clip((np.asarray(model_space, dtype=np.float64) + 1.0) / 2.0, 0.0, 1.0)
 
 
 def _disk_mask(seg_slice: np.ndarray, distance_px: float) -> np.ndarray:

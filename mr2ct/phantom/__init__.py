@@ -1,4 +1,4 @@
-"""The procedural spine phantom: paired MR/CT subjects with exact ground truth (DESIGN.md section 4)."""
+"""The procedural spine phantom: paired MR/CT subjects with exact ground truth."""
 
 from mr2ct.phantom.generate import PhantomSubject, generate_dataset, generate_subject
 

@@ -10,7 +10,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.utils import to_absolute_path
 from omegaconf import MISSING, OmegaConf
 
-from mr2ct.config import PhantomConfig
+from mr2ct.core.config import PhantomConfig
 from mr2ct.phantom.generate import generate_dataset
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mr2ct.labels import VERTEBRA_IDS, region_ids
+from mr2ct.core.labels import VERTEBRA_IDS, region_ids
 
 # Half-sizes in mm at anchor levels (VerSe ids), interpolated linearly between anchors and clamped outside.
 ANCHOR_IDS = np.array([2, 7, 8, 13, 19, 20, 24], dtype=float)

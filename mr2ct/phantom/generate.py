@@ -1,4 +1,4 @@
-"""Generate phantom subjects in memory and write them in the subject layout of DESIGN.md section 3.
+"""Generate phantom subjects in memory and write them in the subject layout (README, "Data layout").
 
 A subject is fully determined by (config, index): its random stream is seeded from (seed, index, dataset
 family), where external and external_corrected share a family so they hold the same images.
@@ -19,11 +19,10 @@ import numpy as np
 from scipy import ndimage
 from tqdm import tqdm
 
-from mr2ct.config import PhantomConfig
-from mr2ct.data.subjects import MANIFEST, Landmarks, TrueTransform, write_landmarks
-from mr2ct.io import atomic_write_text
-from mr2ct.io import Volume, save_nifti
-from mr2ct.labels import LANDMARK_KINDS
+from mr2ct.core.config import PhantomConfig
+from mr2ct.core.io import Volume, atomic_write_text, save_nifti
+from mr2ct.core.labels import LANDMARK_KINDS
+from mr2ct.core.subjects import MANIFEST, Landmarks, TrueTransform, write_landmarks
 from mr2ct.phantom import contrast
 from mr2ct.phantom.anatomy import Anatomy, sample_anatomy
 from mr2ct.phantom.pose import sample_true_transform
@@ -268,7 +267,9 @@ def write_subject(subject: PhantomSubject, folder: Path, preview: bool = False) 
     write_landmarks(subject.ct_landmarks, folder / "ct_landmarks.json", coordinate_system="RAS")
     atomic_write_text(json.dumps(subject.true_transform.to_json(), indent=1), folder / "true_transform.json")
     if preview:
-        from mr2ct.phantom.preview import write_preview  # matplotlib only when previews are asked for
+        from mr2ct.phantom.preview import (
+            write_preview,  # matplotlib only when previews are asked for
+        )
 
         write_preview(subject, folder / "preview.png")
     return folder

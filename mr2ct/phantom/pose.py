@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mr2ct.data.subjects import TrueTransform
+from mr2ct.core.subjects import TrueTransform
 from mr2ct.phantom.anatomy import Anatomy
 
 MAX_ROTATION_DEG = 10.0

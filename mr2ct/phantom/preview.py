@@ -10,8 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (backend first)
 import numpy as np  # noqa: E402
 
-from mr2ct.io import Volume  # noqa: E402
-from mr2ct.labels import BODY  # noqa: E402
+from mr2ct.core.io import Volume  # noqa: E402
+from mr2ct.core.labels import BODY  # noqa: E402
 
 CT_WINDOW = (-400, 1200)
 

@@ -14,9 +14,16 @@ from enum import IntEnum
 
 import numpy as np
 
-from mr2ct import labels
-from mr2ct.phantom.anatomy import (CENTRELINE_STEP_MM, DISC_OVERLAP_MM, FACET_GAP_MM, Anatomy, Centreline,
-                                   Vertebra, VertebraShape)
+from mr2ct.core import labels
+from mr2ct.phantom.anatomy import (
+    CENTRELINE_STEP_MM,
+    DISC_OVERLAP_MM,
+    FACET_GAP_MM,
+    Anatomy,
+    Centreline,
+    Vertebra,
+    VertebraShape,
+)
 
 SOFT_CHUNK = 8  # grid planes per soft-tissue chunk (keeps temporaries in cache)
 

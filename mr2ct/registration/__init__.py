@@ -4,10 +4,10 @@ from mr2ct.registration.landmarks import Landmarks, landmarks_from_labels, paire
 from mr2ct.registration.refine import landmarks_from_segmentation, refine_registration
 from mr2ct.registration.report import (
     REPORT_COLUMNS,
-    registration_report,
-    registration_report_row,
     median_tre_mm,
     read_registration_report,
+    registration_report,
+    registration_report_row,
     write_registration_report,
 )
 from mr2ct.registration.rigid import (

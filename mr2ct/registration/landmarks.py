@@ -11,9 +11,9 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from mr2ct.data.subjects import Landmarks
-from mr2ct.io import Volume
-from mr2ct.labels import LANDMARK_KINDS
+from mr2ct.core.io import Volume
+from mr2ct.core.labels import LANDMARK_KINDS
+from mr2ct.core.subjects import Landmarks
 
 GRID_TOLERANCE_MM = 1e-3
 

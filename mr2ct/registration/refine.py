@@ -25,12 +25,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from mr2ct.config import RegistrationMode
-from mr2ct.data.subjects import Subject
-from mr2ct.io import Volume
-from mr2ct.registration.landmarks import Landmarks, integer_labels, landmarks_from_labels, mean_by_label
+from mr2ct.core.config import RegistrationMode
+from mr2ct.core.io import Volume
+from mr2ct.core.subjects import Subject
+from mr2ct.registration.landmarks import (
+    Landmarks,
+    integer_labels,
+    landmarks_from_labels,
+    mean_by_label,
+)
 from mr2ct.registration.rigid import RigidTransform, register
-
 
 BODY_FRACTION = 0.4
 SPINOUS_FRACTION = 0.3

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mr2ct.config import RegistrationMode
-from mr2ct.data.subjects import Subject
-from mr2ct.io import atomic_write
+from mr2ct.core.config import RegistrationMode
+from mr2ct.core.io import atomic_write
+from mr2ct.core.subjects import Subject
 from mr2ct.registration.landmarks import Landmarks, paired_points
 from mr2ct.registration.rigid import (
     MODE_KINDS,
@@ -27,7 +27,6 @@ from mr2ct.registration.rigid import (
     registration_mode,
     rotation_angles_deg,
 )
-
 
 REPORT_COLUMNS = (
     "subject",

@@ -20,11 +20,16 @@ import numpy as np
 import SimpleITK as sitk
 from scipy.spatial.transform import Rotation
 
-from mr2ct.config import RegistrationMode
-from mr2ct.data.subjects import Subject
-from mr2ct.io import RAS_TO_LPS, Volume, from_sitk, ras_to_lps, to_sitk
-from mr2ct.registration.landmarks import Landmarks, integer_labels, landmarks_from_labels, paired_points
-
+from mr2ct.core.config import RegistrationMode
+from mr2ct.core.io import RAS_TO_LPS, Volume, from_sitk, ras_to_lps, to_sitk
+from mr2ct.core.subjects import Subject
+from mr2ct.core.values import AIR_HU
+from mr2ct.registration.landmarks import (
+    Landmarks,
+    integer_labels,
+    landmarks_from_labels,
+    paired_points,
+)
 
 MODE_KINDS: dict[RegistrationMode, tuple[str, ...]] = {
     RegistrationMode.none: (),
@@ -34,7 +39,6 @@ MODE_KINDS: dict[RegistrationMode, tuple[str, ...]] = {
 MIN_PAIRS = 3
 RIGID_TOLERANCE = 1e-6
 COLLINEAR_TOLERANCE = 1e-9
-HU_AIR = -1000.0
 
 
 class RegistrationError(ValueError):
@@ -220,7 +224,7 @@ def resample_to_grid(
     """
     if kind == "image":
         source = np.asarray(volume.array, dtype=np.float32)
-        interpolator, fill = sitk.sitkBSpline, HU_AIR if default is None else default
+        interpolator, fill = sitk.sitkBSpline, AIR_HU if default is None else default
     elif kind == "labels":
         source = integer_labels(np.asarray(volume.array), "resample_to_grid")
         interpolator, fill = sitk.sitkNearestNeighbor, 0 if default is None else default

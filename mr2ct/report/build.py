@@ -8,7 +8,14 @@ from typing import Sequence
 
 from mr2ct.report.figures import method_grid, registration_figure
 from mr2ct.report.render import (
-    not_included_markdown, pvalues_csv, pvalues_markdown, to_csv, to_html, to_latex, to_markdown, write_text,
+    not_included_markdown,
+    pvalues_csv,
+    pvalues_markdown,
+    to_csv,
+    to_html,
+    to_latex,
+    to_markdown,
+    write_text,
 )
 from mr2ct.report.runs import RunRecord, split_by_status
 from mr2ct.report.tables import Table, paper_tables

@@ -17,10 +17,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from mr2ct.figures import sagittal_view, spine_centre_slice  # noqa: E402
-from mr2ct.io import Volume, load_nifti, resample_array  # noqa: E402
+from mr2ct.core.io import Volume, load_nifti, resample_array  # noqa: E402
+from mr2ct.core.values import ct_to_model  # noqa: E402
 from mr2ct.report.runs import RunRecord  # noqa: E402
 from mr2ct.report.tables import REGISTRATION_LABELS, REGISTRATION_ORDER  # noqa: E402
+from mr2ct.scoring.figures import sagittal_view, spine_centre_slice  # noqa: E402
 
 LABEL_COLOURS = plt.get_cmap("tab20")
 
@@ -106,7 +107,7 @@ def method_grid(
                     axes[r, c].text(0.5, 0.5, "missing", ha="center", va="center", color="red", transform=axes[r, c].transAxes)
             else:
                 hu = load_prediction(run, dataset, subject.name, "_sct")
-                show(axes[r, c], None if hu is None else np.clip(hu / 1000.0, -1, 1), subject.index, title, -1, 1)
+                show(axes[r, c], None if hu is None else ct_to_model(hu), subject.index, title, -1, 1)
         if segmentation:
             show(axes[r, -1], subject.mr, subject.index, columns[-1] if r == 0 else None, 0, 1)
             overlay_labels(axes[r, -1], subject.seg, subject.index)

@@ -17,12 +17,11 @@ from typing import Any, Iterable, Sequence
 
 import yaml
 
-from mr2ct.evaluation import IMAGE_METRICS
-from mr2ct.experiment import ABLATION_AXES
+from mr2ct.pipeline.run import ABLATION_AXES
+from mr2ct.scoring.volumes import IMAGE_METRICS
 
 RESULTS = "results.json"
 CONFIG = "config_resolved.yaml"
-DICE_SECTIONS = ("dice", "reference_ct_dice")
 
 
 @dataclass(frozen=True)
@@ -120,7 +119,7 @@ WANDB_STATES = {"finished": "complete", "failed": "failed", "crashed": "failed"}
 
 
 def datasets_from_wandb_summary(summary: dict[str, Any], read_table: Any) -> dict[str, Any]:
-    """Rebuild results.json's per-dataset blocks from a W&B summary as mr2ct.experiment flattens it.
+    """Rebuild results.json's per-dataset blocks from a W&B summary as mr2ct.pipeline.run flattens it.
 
     ``{ds}/{metric}`` -> image quality, ``{ds}/dice_{x}`` -> Dice, ``{ds}/{section}/{x}`` -> that section;
     ``{ds}/per_slice`` (a logged table) -> the per-slice values, read through ``read_table(entry)``.

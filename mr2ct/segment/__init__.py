@@ -1,4 +1,4 @@
-"""CT vertebra segmenters behind ``segmenter=`` (issue 7): a phantom-trained UNet or an external command.
+"""CT vertebra segmenters behind ``segmenter=``: a phantom-trained UNet or an external command.
 
 ``build_segmenter(cfg, cache_dir)`` returns an object with ``segment(ct_hu: Volume) -> Segmentation``;
 the labels are VerSe ids on the input grid, the subregions 50 (body) and 41..48 (posterior) or None.
@@ -10,9 +10,13 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from mr2ct.core.config import SEGMENTER_KINDS, SegmenterConfig
 from mr2ct.segment.base import Segmentation, Segmenter
-from mr2ct.segment.command import TOTALSEGMENTATOR_V2_TO_VERSE, CommandSegmenter, SegmenterCommandError
-from mr2ct.config import SEGMENTER_KINDS, SegmenterConfig
+from mr2ct.segment.command import (
+    TOTALSEGMENTATOR_V2_TO_VERSE,
+    CommandSegmenter,
+    SegmenterCommandError,
+)
 from mr2ct.segment.phantom_unet import PhantomUNetSegmenter, load_or_train
 
 __all__ = [

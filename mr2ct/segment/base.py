@@ -12,7 +12,7 @@ from typing import Protocol, runtime_checkable
 import nibabel as nib
 import numpy as np
 
-from mr2ct.io import Volume
+from mr2ct.core.io import Volume
 
 RAS_ORNT = nib.orientations.axcodes2ornt(("R", "A", "S"))
 

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mr2ct.io import Volume, load_nifti, save_nifti
-from mr2ct.labels import VERTEBRA_NAMES
+from mr2ct.core.io import Volume, load_nifti, save_nifti
+from mr2ct.core.labels import VERTEBRA_NAMES
 from mr2ct.segment.base import Segmentation, from_canonical, same_grid, to_canonical
 
 PLACEHOLDERS = ("{input}", "{output}")

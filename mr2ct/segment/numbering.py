@@ -29,8 +29,8 @@ import numpy as np
 from scipy import ndimage
 from skimage.segmentation import watershed
 
-from mr2ct.labels import REGIONS, VERTEBRA_IDS
-from mr2ct.config import ANCHORS
+from mr2ct.core.config import ANCHORS
+from mr2ct.core.labels import REGIONS, VERTEBRA_IDS
 
 FIRST_ID, LAST_ID = VERTEBRA_IDS["C1"], VERTEBRA_IDS["L5"]
 

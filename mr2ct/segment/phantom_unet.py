@@ -13,7 +13,7 @@ context reaches the network on 3 mm MR grids and on 1 mm CTs alike. Logits go ba
 bilinearly and the argmax gives classes: background, body, posterior elements, and (``spinous_class``)
 the spinous process. Vertebra numbers come from :mod:`mr2ct.segment.numbering`.
 
-The cache entry (``mr2ct.cache.cached("segmenter", key, ...)``) holds ``weights.pt`` (a state_dict, loaded
+The cache entry (``mr2ct.core.cache.cached("segmenter", key, ...)``) holds ``weights.pt`` (a state_dict, loaded
 with ``weights_only=True``), ``segmenter.json`` (the config) and ``heldout.json`` (Dice on the phantom
 subjects not used for training: bone per volume, body, posterior, per vertebra, and vertebra-number
 agreement).
@@ -33,21 +33,34 @@ from monai.losses import DiceCELoss
 from monai.networks.nets import UNet
 from tqdm.auto import tqdm
 
-from mr2ct.cache import cached
-from mr2ct.config import DataConfig, PhantomConfig, PhantomPreset, Region
-from mr2ct.data.preprocess import ct_to_model
-from mr2ct.io import Volume
-from mr2ct.labels import ARCH, BODY, SPINOUS_PROCESS
-from mr2ct.metrics.dice import dice, dice_per_volume, dice_per_vertebra, dice_posterior, mean_over_vertebrae
+from mr2ct.core.cache import cached
+from mr2ct.core.config import (
+    COMMAND_FIELDS,
+    RUNTIME_FIELDS,
+    DataConfig,
+    PhantomConfig,
+    PhantomPreset,
+    Region,
+    SegmenterConfig,
+)
+from mr2ct.core.io import Volume
+from mr2ct.core.labels import ARCH, BODY, SPINOUS_PROCESS
+from mr2ct.core.values import AIR_HU, ct_to_model
+from mr2ct.core.values import BACKGROUND as AIR_MODEL
+from mr2ct.metrics.dice import (
+    dice,
+    dice_per_vertebra,
+    dice_per_volume,
+    dice_posterior,
+    mean_over_vertebrae,
+)
 from mr2ct.segment.base import Segmentation, from_canonical, to_canonical
-from mr2ct.config import COMMAND_FIELDS, RUNTIME_FIELDS, SegmenterConfig
 from mr2ct.segment.numbering import number_vertebrae
 
 FORMAT_VERSION = 1
 WEIGHTS, CONFIG_FILE, HELDOUT = "weights.pt", "segmenter.json", "heldout.json"
 BACKGROUND, BODY_CLASS, POSTERIOR_CLASS, SPINOUS_CLASS = 0, 1, 2, 3
 CLASS_SUBREGION = np.array([0, BODY, ARCH, SPINOUS_PROCESS], dtype=np.int16)
-AIR_HU = -1000.0
 
 
 # ------------------------------------------------------------------------------------------ classes, grids
@@ -231,7 +244,7 @@ def predict_classes(net: UNet, ct_hu: Volume, cfg: SegmenterConfig) -> np.ndarra
         planes = np.arange(first, min(first + cfg.inference_batch_size, ct_hu.shape[0]))
         batch = torch.from_numpy(context_planes(hu, ct_hu.spacing[0], cfg.context_mm, planes)).to(device)
         batch = ct_to_model(F.interpolate(batch, size=size, mode="bilinear", align_corners=False))
-        logits = net(F.pad(batch, (0, pad[1], 0, pad[0]), value=-1.0))[..., :size[0], :size[1]]
+        logits = net(F.pad(batch, (0, pad[1], 0, pad[0]), value=AIR_MODEL))[..., :size[0], :size[1]]
         logits = F.interpolate(logits, size=shape, mode="bilinear", align_corners=False)
         classes[planes] = logits.argmax(dim=1).to(torch.uint8).cpu().numpy()
     return classes
@@ -289,8 +302,8 @@ def cache_key(cfg: SegmenterConfig) -> dict:
 
 def phantom_subjects(cfg: SegmenterConfig, cache_dir: str | Path) -> list:
     """The segmenter's own phantom data set (generated once into the cache, like any phantom)."""
+    from mr2ct.core.subjects import load_subjects
     from mr2ct.data.sources import subject_root
-    from mr2ct.data.subjects import load_subjects
 
     if cfg.subjects < 3:
         raise ValueError(f"segmenter.subjects={cfg.subjects}: need at least 3 (training plus held-out subjects)")

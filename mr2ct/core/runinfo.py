@@ -12,13 +12,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from mr2ct.io import atomic_write_text
+from mr2ct.core.io import atomic_write_text
 
 PACKAGES = (
     "mr2ct", "torch", "lightning", "hydra-core", "omegaconf", "monai", "numpy", "scipy", "nibabel",
     "SimpleITK", "elasticdeform", "einops", "wandb",
 )
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def git_state(root: Path = REPO_ROOT) -> dict[str, Any]:

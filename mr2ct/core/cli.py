@@ -15,9 +15,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from mr2ct.config import register_configs
+from mr2ct.core.config import register_configs
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 def unknown_key_messages(overrides: list[str], config_name: str = "config") -> list[str]:

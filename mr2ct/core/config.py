@@ -14,11 +14,6 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 
-class Contrast(str, Enum):
-    t1w = "t1w"
-    t2w = "t2w"
-
-
 class PhantomPreset(str, Enum):
     t1w = "t1w"
     t2w = "t2w"
@@ -52,7 +47,7 @@ class DatasetConfig:
 
     name: str = MISSING
     kind: str = "phantom"  # phantom | nifti
-    root: Optional[str] = None  # subject root for kind=nifti (DESIGN.md section 3 layout)
+    root: Optional[str] = None  # subject root for kind=nifti (README, "Data layout")
     phantom: PhantomConfig = field(default_factory=PhantomConfig)
 
 

@@ -18,7 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from mr2ct.runinfo import run_metadata, write_json
+from mr2ct.core.runinfo import run_metadata, write_json
 
 log = logging.getLogger("mr2ct")
 

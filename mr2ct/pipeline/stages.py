@@ -10,15 +10,20 @@ import numpy as np
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
-from mr2ct.baselines import mean_ct_baseline_metrics, mean_training_ct_slice
-from mr2ct.config import InferenceConfig
+from mr2ct.core.config import InferenceConfig
 from mr2ct.data.datamodule import SpineDataModule, TestVolume
 from mr2ct.data.preprocess import REGISTRATION_REPORT, prepare_dataset
-from mr2ct.evaluation import IMAGE_METRICS, dice_summary, evaluate_volumes, image_quality_summary
-from mr2ct.experiment import flatten_aggregates, resolved_config
-from mr2ct.figures import translation_panel
 from mr2ct.methods.base import TranslationModule
+from mr2ct.pipeline.run import flatten_aggregates, resolved_config
 from mr2ct.registration import median_tre_mm, read_registration_report
+from mr2ct.scoring.baselines import mean_ct_baseline_metrics, mean_training_ct_slice
+from mr2ct.scoring.figures import translation_panel
+from mr2ct.scoring.volumes import (
+    IMAGE_METRICS,
+    dice_summary,
+    evaluate_volumes,
+    image_quality_summary,
+)
 from mr2ct.segment import build_segmenter
 
 log = logging.getLogger("mr2ct")

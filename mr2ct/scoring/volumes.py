@@ -14,11 +14,11 @@ import nibabel as nib
 import numpy as np
 from tqdm.auto import tqdm
 
-from mr2ct.config import InferenceConfig
+from mr2ct.core.config import InferenceConfig
+from mr2ct.core.io import Volume, resample_array, save_like
+from mr2ct.core.values import HU_SCALE, model_to_ct
 from mr2ct.data.datamodule import TestVolume
-from mr2ct.data.preprocess import model_to_ct
 from mr2ct.inference.volume import translate_volume
-from mr2ct.io import Volume, resample_array, save_like
 from mr2ct.methods.base import TranslationModule
 from mr2ct.metrics.dice import SegmentationDice, mean_over_vertebrae, segmentation_dice
 from mr2ct.metrics.image import image_metrics_volume
@@ -57,7 +57,7 @@ def evaluate_volumes(
         translation = translate_volume(method, test.mr, inference, roi_size, seed=seed + index)
         write_on_mr_header(model_to_ct(translation.mean), test, out_dir / f"{test.name}_sct.nii.gz", order=1)
         if translation.std is not None:
-            write_on_mr_header(translation.std * 1000.0, test, out_dir / f"{test.name}_sct_std.nii.gz", order=1)
+            write_on_mr_header(translation.std * HU_SCALE, test, out_dir / f"{test.name}_sct_std.nii.gz", order=1)
         result = VolumeResult(test.name, translation.mean, translation.std, image_metrics_volume(translation.mean, test.ct, test.seg))
         if segmenter is not None:
             labels, result.dice = segment_and_score(segmenter, translation.mean, test)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mr2ct.core.values import BACKGROUND
 from mr2ct.data.datamodule import TestVolume
 from mr2ct.metrics.image import image_metrics_volume
 
@@ -28,10 +29,10 @@ def mean_training_ct_slice(train_files: list[Path], min_spine_pixels: int) -> np
         top, left = (height - s.shape[0]) // 2, (width - s.shape[1]) // 2
         total[top : top + s.shape[0], left : left + s.shape[1]] += s
         count[top : top + s.shape[0], left : left + s.shape[1]] += 1
-    return np.where(count > 0, total / np.maximum(count, 1), -1.0).astype(np.float32)
+    return np.where(count > 0, total / np.maximum(count, 1), BACKGROUND).astype(np.float32)
 
 
-def centre_fit(canvas: np.ndarray, shape: tuple[int, int], fill: float = -1.0) -> np.ndarray:
+def centre_fit(canvas: np.ndarray, shape: tuple[int, int], fill: float = BACKGROUND) -> np.ndarray:
     """Crop or pad ``canvas`` around its centre to ``shape``."""
     out = np.full(shape, fill, dtype=canvas.dtype)
     src = [slice(max(0, (c - s) // 2), max(0, (c - s) // 2) + min(c, s)) for c, s in zip(canvas.shape, shape)]

@@ -1,4 +1,4 @@
-"""Subject folders on disk (DESIGN.md section 3) -> validated in-memory subjects in canonical RAS+.
+"""Subject folders on disk (README, "Data layout") -> validated in-memory subjects in canonical RAS+.
 
 Real data and the phantom share this code path. Every volume is converted to RAS+ voxel order once, here;
 later stages never look at the on-disk orientation again (outputs go back through ``Subject.mr_image``).
@@ -16,8 +16,8 @@ from typing import Iterable
 import nibabel as nib
 import numpy as np
 
-from mr2ct.io import Volume, atomic_write_text, lps_to_ras, ras_to_lps
-from mr2ct.labels import LANDMARK_KINDS
+from mr2ct.core.io import Volume, atomic_write_text, lps_to_ras, ras_to_lps
+from mr2ct.core.labels import LANDMARK_KINDS
 
 Landmarks = dict[int, dict[str, np.ndarray]]
 
