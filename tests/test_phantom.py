@@ -26,7 +26,7 @@ from mr2ct.phantom.generate import (
 from mr2ct.phantom.pose import MAX_VERTEBRA_ROTATION_DEG, MAX_VERTEBRA_TRANSLATION_MM
 from mr2ct.phantom.render import Grid, Tissue, render
 
-CONFIG = PhantomConfig(subjects=3, seed=5)
+CONFIG = PhantomConfig(subjects=3, seed=5, landmark_noise_mm=0.0)
 REQUIRED_SUBREGIONS = set(SUBREGIONS)  # body, arch, spinous, both transverse and all four articular processes
 
 

@@ -43,7 +43,7 @@ def test_train_writes_a_complete_reproducible_record(tiny_run: Path):
         assert block["image_quality"]["aggregates"][metric] == pytest.approx(np.mean(per_slice[metric]))
         assert np.isfinite(block["baseline_mean_ct"]["aggregates"][metric])
     registration = results["registration"]
-    assert len(registration["per_subject"]) == 4 and registration["median_tre_mm"] < 2.0
+    assert len(registration["per_subject"]) == 4 and registration["median_tre_mm"] < 5.0
     meta = json.loads((tiny_run / "meta.json").read_text())
     assert meta["seed"] == 0 and meta["packages"]["torch"] and "commit" in meta["git"]
     assert (tiny_run / "config_resolved.yaml").is_file()
