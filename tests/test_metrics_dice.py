@@ -8,7 +8,7 @@ import torch
 from monai.metrics import DiceMetric
 from scipy import ndimage
 
-from mr2ct.core.labels import ARCH, BODY, SPINOUS_PROCESS
+from mr2ct.core.labels import ARCH, BODY, SACRUM, SPINOUS_PROCESS, rib_label, vertebra_mask
 from mr2ct.metrics import (
     dice,
     dice_per_vertebra,
@@ -97,7 +97,7 @@ def test_shifted_labels_are_recovered_by_both_rules(offset: int) -> None:
 def test_only_overlap_survives_a_segmenter_without_vertebra_ids() -> None:
     true = _spine()
     bone_only = (true > 0).astype(np.int16)
-    far_shift = np.where(true > 0, true + 3, 0)
+    far_shift = np.where(true > 0, true - 3, 0)  # (+3 would turn 23 into 26, the sacrum, which Dice ignores)
     for pred in (bone_only, far_shift):
         assert dice_per_vertebra(pred, true, "overlap") == {20: 1.0, 21: 1.0, 22: 1.0, 23: 1.0}
         assert dice_per_vertebra(pred, true, "shift") == {20: 0.0, 21: 0.0, 22: 0.0, 23: 0.0}
@@ -161,6 +161,29 @@ def test_vertebra_without_posterior_ground_truth_is_left_out() -> None:
     _, per_vertebra = dice_posterior(true, true_sub, true, true_sub)
     assert sorted(per_vertebra) == [20, 21, 22]
     np.testing.assert_array_equal(posterior_labels(true, true_sub)[true == 23], 0)
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_sacrum_and_rib_labels_change_no_dice_value(assignment: str) -> None:
+    """Other bones in prediction, ground truth or both, touching the vertebrae or not, change nothing."""
+    true, true_sub = _spine_with_subregions()
+    rng = np.random.default_rng(0)
+    pred = np.where(rng.random(true.shape) < 0.1, 0, true)  # an imperfect prediction
+    pred_sub = np.where(pred > 0, true_sub, 0)
+    baseline = segmentation_dice(pred, true, pred_sub, true_sub, assignment)
+
+    def with_other_bones(labels: np.ndarray) -> np.ndarray:
+        labels = labels.copy()
+        labels[:, :, -2:] = SACRUM  # below the last vertebra's gap, touching nothing
+        labels[0, :, 0:4] = rib_label(12)  # beside vertebra 20, touching it
+        labels[5, 7, 10:14] = rib_label(11)
+        return labels
+
+    for pred_labels, true_labels in ((with_other_bones(pred), true), (pred, with_other_bones(true)),
+                                     (with_other_bones(pred), with_other_bones(true))):
+        assert not np.array_equal(pred_labels, pred) or not np.array_equal(true_labels, true)
+        assert segmentation_dice(pred_labels, true_labels, pred_sub, true_sub, assignment) == baseline
+    assert np.array_equal(vertebra_mask(with_other_bones(true)), true > 0)
 
 
 def test_mean_over_vertebrae_pools_all_volumes() -> None:

@@ -18,6 +18,11 @@ predicted voxels assigned to it, by one of two rules:
   Use it to reproduce the paper's numbers.
 
 Posterior Dice repeats both on the labels with the vertebral body (subregion 50) removed on both sides.
+
+Labels that name other bones (the sacrum, 26, and the ribs, 101..112; ``NON_VERTEBRA_LABELS``) are removed
+from prediction and ground truth before any Dice, as the paper leaves the sacrum out. Every other
+predicted id counts as bone: predicted numbers are not trusted (see "overlap"), so only ids with another
+meaning are dropped.
 Dice of two empty masks is 1.0 (nothing to find, nothing found); per-vertebra results only contain
 ground-truth vertebrae that are present, so this never enters a per-vertebra mean.
 """
@@ -31,7 +36,7 @@ from typing import Literal
 import numpy as np
 from scipy import ndimage
 
-from mr2ct.core.labels import BODY
+from mr2ct.core.labels import BODY, NON_VERTEBRA_LABELS
 
 Assignment = Literal["overlap", "shift"]
 DEFAULT_ASSIGNMENT: Assignment = "overlap"
@@ -52,6 +57,11 @@ def _as_labels(array: np.ndarray, name: str) -> np.ndarray:
     return labels
 
 
+def _vertebrae_only(labels: np.ndarray) -> np.ndarray:
+    """Labels with the other bones (sacrum, ribs) set to background."""
+    return np.where(np.isin(labels, sorted(NON_VERTEBRA_LABELS)), 0, labels)
+
+
 def _check_shapes(**arrays: np.ndarray) -> None:
     shapes = {name: np.shape(array) for name, array in arrays.items()}
     if len(set(shapes.values())) != 1:
@@ -69,8 +79,10 @@ def dice(pred_mask: np.ndarray, true_mask: np.ndarray) -> float:
 
 
 def dice_per_volume(pred_labels: np.ndarray, true_labels: np.ndarray) -> float:
-    """Dice of all predicted bone against all ground-truth bone (label > 0)."""
-    return dice(np.asarray(pred_labels) > 0, np.asarray(true_labels) > 0)
+    """Dice of all predicted vertebra bone against all ground-truth vertebra bone (other bones left out)."""
+    pred = _vertebrae_only(_as_labels(pred_labels, "pred_labels"))
+    true = _vertebrae_only(_as_labels(true_labels, "true_labels"))
+    return dice(pred > 0, true > 0)
 
 
 def _contingency(rows: np.ndarray, true_index: np.ndarray, n_rows: int, n_true: int) -> np.ndarray:
@@ -147,7 +159,8 @@ def dice_per_vertebra(
     rules = {"overlap": _dice_overlap, "shift": _dice_shift}
     if assignment not in rules:
         raise ValueError(f"unknown assignment {assignment!r}; valid: {sorted(rules)}")
-    pred, true = _as_labels(pred_labels, "pred_labels"), _as_labels(true_labels, "true_labels")
+    pred = _vertebrae_only(_as_labels(pred_labels, "pred_labels"))
+    true = _vertebrae_only(_as_labels(true_labels, "true_labels"))
     _check_shapes(pred_labels=pred, true_labels=true)
     true_ids = np.unique(true[true > 0])
     if not len(true_ids):
