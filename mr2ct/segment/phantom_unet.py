@@ -44,7 +44,7 @@ from mr2ct.core.config import (
     SegmenterConfig,
 )
 from mr2ct.core.io import Volume
-from mr2ct.core.labels import ARCH, BODY, SPINOUS_PROCESS
+from mr2ct.core.labels import ARCH, BODY, SPINOUS_PROCESS, vertebra_mask
 from mr2ct.core.values import AIR_HU, ct_to_model
 from mr2ct.core.values import BACKGROUND as AIR_MODEL
 from mr2ct.metrics.dice import (
@@ -73,11 +73,14 @@ def n_inputs(cfg: SegmenterConfig) -> int:
 
 
 def subregion_classes(seg: np.ndarray, subreg: np.ndarray, spinous_class: bool) -> np.ndarray:
-    """Training classes from ground truth: bone (seg > 0) split into body, spinous process, other posterior."""
-    classes = np.where(seg > 0, POSTERIOR_CLASS, BACKGROUND).astype(np.uint8)
-    classes[(seg > 0) & (subreg == BODY)] = BODY_CLASS
+    """Training classes from ground truth: vertebra bone split into body, spinous process, other posterior.
+
+    Other bones (sacrum, ribs) are background: the segmenter learns vertebrae only."""
+    vertebra = vertebra_mask(seg)
+    classes = np.where(vertebra, POSTERIOR_CLASS, BACKGROUND).astype(np.uint8)
+    classes[vertebra & (subreg == BODY)] = BODY_CLASS
     if spinous_class:
-        classes[(seg > 0) & (subreg == SPINOUS_PROCESS)] = SPINOUS_CLASS
+        classes[vertebra & (subreg == SPINOUS_PROCESS)] = SPINOUS_CLASS
     return classes
 
 
@@ -278,7 +281,7 @@ class PhantomUNetSegmenter:
 def heldout_dice(segmentation: Segmentation, true_seg: np.ndarray, true_subreg: np.ndarray) -> dict[str, float]:
     """Bone per volume, body, posterior (body excluded), per vertebra (overlap rule), and numbered-id Dice."""
     pred, pred_subreg = segmentation.labels.array, segmentation.subregions.array
-    true_ids = [int(v) for v in np.unique(true_seg[true_seg > 0])]
+    true_ids = [int(v) for v in np.unique(true_seg[vertebra_mask(true_seg)])]
     return {
         "bone": dice_per_volume(pred, true_seg),
         "body": dice((pred > 0) & (pred_subreg == BODY), (true_seg > 0) & (true_subreg == BODY)),
