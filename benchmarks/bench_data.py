@@ -25,6 +25,7 @@ from mr2ct.core.config import register_configs
 from mr2ct.data.datamodule import SpineDataModule
 from mr2ct.data.preprocess import prepare_dataset
 from mr2ct.data.sources import subject_root
+from mr2ct.methods.registry import method_card
 from mr2ct.pipeline.stages import build_method
 
 
@@ -71,18 +72,19 @@ def main() -> None:
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=[f"data.phantom.subjects={args.subjects}", f"paths.output_dir={cache_dir}", *args.overrides])
     data, registration, preprocess, loader_cfg = cfg.data, cfg.registration, cfg.preprocess, cfg.loader
+    dims = method_card(cfg.model.name).dims
 
     start = time.perf_counter()
     subject_root(data, cache_dir, progress=False)
     phantom_s = time.perf_counter() - start
     start = time.perf_counter()
-    prepared = prepare_dataset(data, registration, preprocess, cache_dir, progress=False)
+    prepared = prepare_dataset(data, registration, preprocess, dims, cache_dir, progress=False)
     prepare_s = time.perf_counter() - start
     start = time.perf_counter()
-    prepare_dataset(data, registration, preprocess, cache_dir, progress=False)
+    prepare_dataset(data, registration, preprocess, dims, cache_dir, progress=False)
     cached_s = time.perf_counter() - start
 
-    module = SpineDataModule(prepared, loader_cfg, dims=cfg.model.dims, min_spine_pixels=preprocess.min_spine_pixels)
+    module = SpineDataModule(prepared, loader_cfg, dims=dims, min_spine_pixels=preprocess.min_spine_pixels)
     start = time.perf_counter()
     module.setup("fit")
     setup_s = time.perf_counter() - start

@@ -17,7 +17,7 @@ from mr2ct.core.cli import hydra_entry
 from mr2ct.core.config import register_configs
 from mr2ct.inference.checkpoint import load_method, locate_checkpoint, trained_config
 from mr2ct.pipeline.run import RunLogger, run_task
-from mr2ct.pipeline.stages import evaluate, log_summary, prepared_data
+from mr2ct.pipeline.stages import log_summary, prepared_data, score_test_sets
 
 register_configs()
 
@@ -40,15 +40,16 @@ def evaluation_config(cfg: DictConfig, train_run: Path) -> DictConfig:
         trained[key] = cfg[key]
     names = None if cfg.test_sets is None else list(cfg.test_sets)
     trained.data.test_sets = selected_test_sets(trained.data.test_sets, names, train_run)
+    trained.data.score_other_contrasts = names is not None  # sets named on the command line are scored whatever their contrast
     trained.trainer.enable_progress_bar = True
     return trained
 
 
 def evaluate_checkpoint(cfg: DictConfig, run_dir: Path, logger: RunLogger) -> dict[str, Any]:
     checkpoint = Path(cfg.ckpt_path)
-    method = load_method(cfg.model.target, checkpoint)
-    _, datamodule = prepared_data(cfg)
-    results, figures = evaluate(cfg, method, datamodule, run_dir, baseline=False)
+    method = load_method(cfg.model.name, checkpoint)
+    _, datamodule = prepared_data(cfg, method.card)
+    results, figures = score_test_sets(cfg, method, datamodule, run_dir, baseline=False)
     results.update(source_run=str(checkpoint.parent.parent), checkpoint=str(checkpoint))
     logger.log_results(results, figures)
     log_summary(results, run_dir)

@@ -1,6 +1,6 @@
 """``python -m mr2ct.prepare [overrides]``: build (or find) the cached prepared dataset and say where it is.
 
-Runs only the subject -> registration -> preprocessing stage, e.g.
+Runs only the subject -> registration -> preprocessing stage, for the configured method (2D or 3D), e.g.
 ``python -m mr2ct.prepare registration=one_point data=phantom_t2w``.
 """
 
@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 from mr2ct.core.cli import hydra_entry
 from mr2ct.core.config import register_configs
 from mr2ct.data.preprocess import REGISTRATION_REPORT, prepare_dataset
+from mr2ct.methods.registry import method_card
 from mr2ct.registration import median_tre_mm, read_registration_report
 
 register_configs()
@@ -19,7 +20,8 @@ register_configs()
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    prepared = prepare_dataset(cfg.data, cfg.registration, cfg.preprocess, cfg.paths.cache_dir)
+    dims = method_card(cfg.model.name).dims  # the data are prepared for the configured method's dims
+    prepared = prepare_dataset(cfg.data, cfg.registration, cfg.preprocess, dims, cfg.paths.cache_dir)
     median = median_tre_mm(read_registration_report(prepared / REGISTRATION_REPORT))
     print(f"prepared dataset: {prepared.resolve()}")
     print(f"registration ({cfg.registration.mode}): median tre_mm = "

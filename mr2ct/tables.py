@@ -16,10 +16,10 @@ import hydra
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from mr2ct.core.cli import CONF_DIR, hydra_entry
+from mr2ct.core.cli import hydra_entry
+from mr2ct.methods.registry import METHODS, method_card
 from mr2ct.report import Report, build_report, collect_local, collect_wandb
 from mr2ct.report.runs import RunRecord
-from mr2ct.report.tables import METHOD_LABELS
 
 
 @dataclass
@@ -30,7 +30,7 @@ class TablesConfig:
     project: str = "mr2ct"
     group: Optional[str] = None
     entity: Optional[str] = None
-    methods: Optional[List[str]] = None  # expected rows of Tables 1-3; null: every option in conf/model
+    methods: Optional[List[str]] = None  # expected rows of Tables 1-3 (method names); null: every method
     main_registration: str = "two_point"  # the registration of the runs in Tables 1-3
     tables: Optional[List[str]] = None  # build only these (e.g. [registration_ablation]); null: all
     figures: bool = True
@@ -44,11 +44,9 @@ def register_tables_schema() -> None:
 register_tables_schema()
 
 
-def available_methods(conf_dir: Path = CONF_DIR) -> list[str]:
-    """Every model option in conf/model, in the paper's order (unknown ones last, alphabetically)."""
-    names = [p.stem for p in (conf_dir / "model").glob("*.yaml")]
-    order = list(METHOD_LABELS)
-    return sorted(names, key=lambda n: (order.index(n) if n in order else len(order), n))
+def expected_methods(names: list[str] | None) -> dict[str, str]:
+    """Name -> label (from the method cards) of the methods Tables 1-3 expect; null: every method."""
+    return {name: method_card(name).label for name in (list(METHODS) if names is None else names)}
 
 
 def collect_runs(cfg: DictConfig, api: Any = None) -> tuple[list[RunRecord], list[str]]:
@@ -85,7 +83,7 @@ def run_tables(cfg: DictConfig, api: Any = None, wandb_init: Callable[..., Any] 
     """Collect, build and write the report; with source=wandb also log its figures to W&B."""
     runs, sources = collect_runs(cfg, api)
     report = build_report(
-        runs, cfg.out_dir, cfg.methods or available_methods(), sources, main_registration=cfg.main_registration,
+        runs, cfg.out_dir, expected_methods(cfg.methods), sources, main_registration=cfg.main_registration,
         only=cfg.tables, figures=cfg.figures, figure_subjects=cfg.figure_subjects,
     )
     if cfg.source == "wandb" and report.figures:

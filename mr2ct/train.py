@@ -15,10 +15,10 @@ from mr2ct.core.config import register_configs
 from mr2ct.pipeline.run import RunLogger, resolved_config, run_task
 from mr2ct.pipeline.stages import (
     build_method,
-    evaluate,
     log_summary,
     prepared_data,
     registration_summary,
+    score_test_sets,
 )
 
 register_configs()
@@ -28,8 +28,8 @@ def train(cfg: DictConfig, run_dir: Path, logger: RunLogger) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True)
     if cfg.fail_on_purpose:
         raise RuntimeError("fail_on_purpose=true: this job fails by request (tests of sweep failure handling)")
-    prepared, datamodule = prepared_data(cfg)
-    method = build_method(cfg)
+    method = build_method(cfg)  # a bad model setting fails here, before minutes of data preparation
+    prepared, datamodule = prepared_data(cfg, method.card)
     checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="epoch{epoch:03d}", save_last=True, auto_insert_metric_name=False)
     trainer = L.Trainer(
         **resolved_config(cfg)["trainer"],
@@ -38,7 +38,7 @@ def train(cfg: DictConfig, run_dir: Path, logger: RunLogger) -> dict[str, Any]:
         default_root_dir=str(run_dir),
     )
     trainer.fit(method, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
-    results, figures = evaluate(cfg, method, datamodule, run_dir, baseline=True)
+    results, figures = score_test_sets(cfg, method, datamodule, run_dir, baseline=True)
     results["prepared_dataset"] = str(prepared)
     results["registration"] = registration_summary(prepared)
     results["checkpoint"] = checkpoints.last_model_path

@@ -1,17 +1,17 @@
 """``python -m mr2ct.translate ckpt=RUN_OR_CKPT input=PATH output=DIR``: MRI in, synthetic CT (+ labels) out.
 
-For cohort users. ``input`` is one NIfTI, a folder of NIfTIs (``*.nii``,
-``*.nii.gz``), a DICOM series folder, or a folder whose subfolders are DICOM series. Each MR is prepared
-exactly as the checkpoint's training run prepared its MR (``mr_on_prepared_grid`` with the run's
-``preprocess`` settings), translated by ``translate_volume`` (tiles of the run's ``loader.crop_size``) and
-written back in HU on the input's own header, so it overlays the MRI in any viewer:
+For cohort users. ``input`` is one NIfTI, a folder of NIfTIs (``*.nii``, ``*.nii.gz``), a DICOM series
+folder, or a folder whose subfolders are DICOM series. Each MR is prepared exactly as the checkpoint's
+training run prepared its MR (``mr_on_prepared_grid`` with the run's ``preprocess`` settings), translated by
+``translate_volume`` (windows of the method's tiling) and written back in HU on the input's own header by
+``write_on_mr_header``, as evaluation writes its outputs, so it overlays the MRI in any viewer:
 
 - ``<name>_sct.nii.gz`` synthetic CT (HU); with ``inference.samples`` > 1 also ``<name>_sct_std.nii.gz``
   (per-voxel standard deviation of the draws, HU);
 - ``segment=true``: ``<name>_seg.nii.gz`` (VerSe ids) and ``<name>_subreg.nii.gz`` (subregion ids, when the
-  segmenter gives them), from segmenting the synthetic CT on the prepared grid (as evaluation does);
+  segmenter gives them), from segmenting the synthetic CT on the input's grid (as evaluation does);
 - ``iso=true``: every output again as ``*_iso.nii.gz`` on a 1 mm grid covering the input (RAS+ voxel order),
-  resampled from the prepared grid (linear for images, nearest for labels).
+  resampled from the grid it was made on (linear for images, nearest for labels).
 
 DICOM inputs get NIfTI outputs whose affine is the DICOM geometry. Every file's outputs are written into a
 hidden temp folder and moved in at the end, so a crash never leaves half a set. A file that fails (unreadable,
@@ -41,19 +41,17 @@ from tqdm.auto import tqdm
 
 from mr2ct.core.cli import hydra_entry
 from mr2ct.core.config import InferenceConfig, PreprocessConfig, SegmenterConfig
-from mr2ct.core.io import (
-    Volume,
-    canonical_volume,
-    from_sitk,
-    load_nifti,
-    resample_array,
-    save_like,
-    save_nifti,
-)
+from mr2ct.core.io import Volume, canonical_volume, from_sitk, load_nifti
 from mr2ct.core.runinfo import run_metadata, write_json
-from mr2ct.core.values import HU_SCALE, model_to_ct
-from mr2ct.data.preprocess import mr_on_prepared_grid, prepared_grid_3d, resample_onto
+from mr2ct.core.values import model_to_ct
+from mr2ct.data.preprocess import mr_on_prepared_grid, prepared_grid_3d
 from mr2ct.inference.checkpoint import load_method, locate_checkpoint, trained_config
+from mr2ct.inference.outputs import (
+    Content,
+    onto_mr_grid,
+    write_on_grid,
+    write_on_mr_header,
+)
 from mr2ct.inference.volume import translate_volume
 from mr2ct.methods.base import TranslationModule
 from mr2ct.segment import Segmenter, build_segmenter
@@ -173,36 +171,35 @@ def check_mr(array: np.ndarray) -> None:
 # ------------------------------------------------------------------------------------------------ outputs
 @dataclass(frozen=True)
 class Layer:
-    """One output volume on the prepared grid: written as ``<name><suffix>.nii.gz`` (and ``_iso``)."""
+    """One output volume: written as ``<name><suffix>.nii.gz`` on the input's header (and ``_iso``)."""
 
     suffix: str
     volume: Volume
-    labels: bool
+    content: Content
 
 
-def segmentation_layers(segmenter: Segmenter, ct_hu: Volume) -> list[Layer]:
-    """The segmenter's labels (``_seg``) and, when it gives them, subregions (``_subreg``) on ``ct_hu``'s grid."""
-    segmentation = segmenter.segment(ct_hu)
-    layers = [Layer("_seg", segmentation.labels, labels=True)]
+def segmentation_layers(segmenter: Segmenter, sct: Volume, mr: Volume) -> list[Layer]:
+    """The segmenter's labels (``_seg``) and, when it gives them, subregions (``_subreg``) of the synthetic
+    CT on the MR's grid, where evaluation segments it too."""
+    on_mr = onto_mr_grid(sct, mr, labels=False)
+    segmentation = segmenter.segment(on_mr.with_array(model_to_ct(on_mr.array).astype(np.float32)))
+    layers = [Layer("_seg", segmentation.labels, "labels")]
     if segmentation.subregions is not None:
-        layers.append(Layer("_subreg", segmentation.subregions, labels=True))
+        layers.append(Layer("_subreg", segmentation.subregions, "labels"))
     return layers
 
 
 def write_layers(
     layers: list[Layer], mr: Volume, reference: nib.Nifti1Image, name: str, folder: Path, iso: bool
 ) -> list[Path]:
-    """Each layer resampled onto the input grid and written on the input's header; with ``iso`` also onto
-    a 1 mm grid covering the input. Linear for images (float32), nearest for labels (int16)."""
+    """Each layer written on the input's header; with ``iso`` also onto a 1 mm grid covering the input.
+    Linear for images (float32 HU), nearest for labels (int16)."""
     iso_grid = prepared_grid_3d(mr, ISO_MM) if iso else None
     paths = []
     for layer in layers:
-        order, dtype = (0, np.int16) if layer.labels else (1, np.float32)
-        native = resample_array(layer.volume, mr.affine, mr.shape, order=order)
-        paths.append(save_like(native.array, reference, folder / f"{name}{layer.suffix}.nii.gz", dtype=dtype))
+        paths.append(write_on_mr_header(layer.volume, reference, folder / f"{name}{layer.suffix}.nii.gz", layer.content))
         if iso_grid is not None:
-            on_iso = resample_onto(layer.volume, iso_grid, order=order)
-            paths.append(save_nifti(on_iso, folder / f"{name}{layer.suffix}_iso.nii.gz", dtype=dtype))
+            paths.append(write_on_grid(layer.volume, iso_grid, folder / f"{name}{layer.suffix}_iso.nii.gz", layer.content))
     return paths
 
 
@@ -230,22 +227,22 @@ class Translator:
 
     method: TranslationModule
     preprocess: PreprocessConfig
-    roi_size: int
+    crop_size: int
     inference: InferenceConfig
     seed: int
     segmenter: Segmenter | None
     iso: bool
 
     def layers(self, mr: Volume) -> list[Layer]:
-        """Synthetic CT (HU), its std over samples and the segmentation, on the run's prepared grid."""
-        model_mr, grid, _ = mr_on_prepared_grid(mr, self.preprocess)
-        translation = translate_volume(self.method, model_mr, self.inference, self.roi_size, seed=self.seed)
-        sct = grid.with_array(model_to_ct(translation.mean).astype(np.float32))
-        layers = [Layer("_sct", sct, labels=False)]
+        """Synthetic CT and its std over samples (model space, on the run's prepared grid) and the segmentation."""
+        model_mr, grid, _ = mr_on_prepared_grid(mr, self.preprocess, self.method.card.dims)
+        translation = translate_volume(self.method, model_mr, self.inference, self.crop_size, seed=self.seed)
+        sct = grid.with_array(translation.mean)
+        layers = [Layer("_sct", sct, "ct")]
         if translation.std is not None:
-            layers.append(Layer("_sct_std", grid.with_array((translation.std * HU_SCALE).astype(np.float32)), False))
+            layers.append(Layer("_sct_std", grid.with_array(translation.std), "std"))
         if self.segmenter is not None:
-            layers += segmentation_layers(self.segmenter, sct)
+            layers += segmentation_layers(self.segmenter, sct, mr)
         return layers
 
     def translate_item(self, item: InputItem, output: Path) -> list[Path]:
@@ -270,9 +267,9 @@ def translate(cfg: DictConfig) -> dict[str, Any]:
     segmenter_cfg = cfg.segmenter if cfg.segmenter is not None else trained.segmenter
     cache_dir = cfg.cache_dir if cfg.cache_dir is not None else trained.paths.cache_dir
     translator = Translator(
-        method=load_method(trained.model.target, checkpoint),
+        method=load_method(trained.model.name, checkpoint),
         preprocess=OmegaConf.to_object(trained.preprocess),
-        roi_size=trained.loader.crop_size,
+        crop_size=trained.loader.crop_size,
         inference=OmegaConf.to_object(cfg.inference),
         seed=cfg.seed,
         segmenter=build_segmenter(segmenter_cfg, cache_dir) if cfg.segment else None,
@@ -284,7 +281,7 @@ def translate(cfg: DictConfig) -> dict[str, Any]:
         "input": str(Path(cfg.input).expanduser().resolve()),
         "output": str(output),
         "settings": {
-            "segment": cfg.segment, "iso": cfg.iso, "seed": cfg.seed, "roi_size": translator.roi_size,
+            "segment": cfg.segment, "iso": cfg.iso, "seed": cfg.seed, "crop_size": translator.crop_size,
             "inference": _plain(cfg.inference), "preprocess": _plain(trained.preprocess),
             "segmenter": _plain(segmenter_cfg) if cfg.segment else None,
         },

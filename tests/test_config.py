@@ -10,6 +10,11 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from mr2ct.core.cli import CONF_DIR, unknown_key_messages
+from mr2ct.methods.card import SettingsError
+from mr2ct.methods.registry import METHODS, method_class
+from mr2ct.pipeline.run import RunLogger
+from mr2ct.pipeline.stages import build_method
+from mr2ct.train import train
 from tests.conftest import compose_config
 
 GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir())
@@ -34,10 +39,33 @@ def test_every_group_option_composes_and_resolves(group, option):
 
 def test_default_config_is_the_papers_best_method_and_registration():
     cfg = compose_config()
-    assert cfg.model.name == "ddim_image" and cfg.model.extra.prediction == "sample"
+    assert cfg.model.name == "ddim_image" and method_class(cfg.model.name).prediction == "sample"
     assert cfg.registration.mode.value == "two_point"
     assert (cfg.inference.sampler.value, cfg.inference.t, cfg.inference.eta) == ("ddim", 20, 1.0)
-    assert cfg.preprocess.dims == cfg.model.dims
+
+
+def test_every_model_option_is_a_method_with_a_card_and_every_method_has_an_option():
+    options = sorted(path.stem for path in (CONF_DIR / "model").glob("*.yaml"))
+    assert options == sorted(METHODS)
+    for name in options:
+        cfg = compose_config([f"model={name}"])
+        method = build_method(cfg)  # the option's settings fit the card's schemas
+        assert method.card.name == cfg.model.name == name and method.card.label
+
+
+def test_misspelt_model_setting_fails_before_any_data_is_prepared(tmp_path):
+    """A typo Hydra lets through (appended with +, or in a yaml file) fails when the method is built, the
+    first thing train does: the cache stays empty."""
+    cache = tmp_path / "cache"
+    cfg = compose_config(["+model.net.dimm=8", f"paths.cache_dir={cache}", f"paths.output_dir={tmp_path / 'run'}",
+                          "logger=none"])
+    with pytest.raises(SettingsError, match=r"model\.net: unknown key\(s\) \['dimm'\]; valid keys: \['dim', "):
+        train(cfg, tmp_path / "run", RunLogger(cfg, tmp_path / "run", "train"))
+    assert not cache.exists() or not any(cache.iterdir())
+    with pytest.raises(SettingsError, match="model.extra: condition_dropout=1.5 must lie in"):
+        build_method(compose_config(["model.extra.condition_dropout=1.5"]))
+    with pytest.raises(SettingsError, match="model.loss.l1"):
+        build_method(compose_config(["model=pix2pix", "model.loss.l1=much"]))
 
 
 def test_misspelt_key_fails_at_compose():
@@ -61,8 +89,8 @@ def test_unknown_group_option_lists_available():
 def test_misspelt_key_message_lists_the_valid_keys():
     messages = unknown_key_messages(["model=pix2pix", "inference.etaa=1", "loader.crop_size=32", "model.net.chanels=8"])
     assert messages == [
-        "unknown config key 'inference.etaa'; valid keys under 'inference': batch_size, eta, overlap, sampler, samples, t, w",
-        "unknown config key 'model.net.chanels'; valid keys under 'model.net': channels, dropout, kind, levels",
+        "unknown config key 'inference.etaa'; valid keys under 'inference': batch_size, eta, overlap, sampler, samples, t, w, window",
+        "unknown config key 'model.net.chanels'; valid keys under 'model.net': channels, dropout, levels",
     ]
 
 

@@ -49,9 +49,10 @@ def write_prepared(folder: Path, dims: int = 2, shape=SHAPE, n_train: int = 2, n
             record = {"mr": coded, "ct": coded, "seg": spine_labels(shape), "subreg": np.zeros(shape, np.uint8),
                       "affine": np.eye(4)}
             if split != "train":
-                record.update(ct=-coded, mr_affine=np.diag([3.0, 1.0, 1.0, 1.0]), mr_shape=np.asarray(shape),
-                              mr_robust_max=np.float64(1.0), contrast=np.str_("t1w"),
-                              mr_path=np.str_(f"/data/{name}/mr.nii.gz"))
+                record = {"mr": coded, "affine": np.eye(4), "reference_mr": coded[::2], "reference_ct": -coded[::2],
+                          "reference_seg": spine_labels(shape)[::2], "reference_subreg": np.zeros(shape, np.uint8)[::2],
+                          "reference_affine": np.diag([3.0, 1.0, 1.0, 1.0]), "mr_robust_max": np.float64(1.0),
+                          "contrast": np.str_("t1w"), "mr_path": np.str_(f"/data/{name}/mr.nii.gz")}
             if split == "val":
                 record.update(target_ct=coded, target_seg=spine_labels(shape))
             (relative,) = record_filenames(split, name, 1)
@@ -176,13 +177,14 @@ def test_test_volumes_return_the_stored_reference(prepared):
     module = SpineDataModule(prepared, LoaderConfig(jitter=0.5))
     (volume,) = module.test_volumes("test")
     with np.load(prepared / "test/test0.npz") as stored:
-        np.testing.assert_array_equal(volume.ct, stored["ct"])
+        np.testing.assert_array_equal(volume.reference.ct, stored["reference_ct"])
         np.testing.assert_array_equal(volume.mr, stored["mr"])
-    assert volume.name == "test0" and volume.contrast == "t1w" and volume.mr_shape == SHAPE
+    assert volume.name == "test0" and volume.contrast == "t1w" and volume.mr.shape == SHAPE
+    assert volume.reference.shape == volume.reference.seg.shape == (SHAPE[0] // 2, *SHAPE[1:])  # its own grid
     assert volume.mr_path == "/data/test0/mr.nii.gz"
-    np.testing.assert_array_equal(volume.mr_affine, np.diag([3.0, 1.0, 1.0, 1.0]))
+    np.testing.assert_array_equal(volume.reference.affine, np.diag([3.0, 1.0, 1.0, 1.0]))
     (val_volume,) = module.test_volumes("val")
-    np.testing.assert_array_equal(val_volume.ct, -slice_coded_volume(0))  # the reference, not the training target
+    np.testing.assert_array_equal(val_volume.reference.ct, -slice_coded_volume(0)[::2])  # the reference, not the target
     with pytest.raises(ValueError, match="split"):
         module.test_volumes("train")
 

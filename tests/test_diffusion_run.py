@@ -15,7 +15,7 @@ from mr2ct.core.config import InferenceConfig
 from mr2ct.evaluate import evaluate_checkpoint, evaluation_config
 from mr2ct.inference.checkpoint import locate_checkpoint
 from mr2ct.inference.volume import translate_volume
-from mr2ct.methods.diffusion import ConditionalDiffusion
+from mr2ct.methods.diffusion import DDIMImage
 from mr2ct.pipeline.run import run_task
 from mr2ct.train import train
 from tests.conftest import TINY, TINY_DDIM, compose_config
@@ -71,10 +71,10 @@ def test_inference_sweep_over_t_from_one_checkpoint(ddim_run: Path, tmp_path: Pa
 
 
 def test_stochastic_sampling_is_seeded(ddim_run: Path):
-    method = ConditionalDiffusion.load_from_checkpoint(ddim_run / "checkpoints" / "last.ckpt", weights_only=True)
+    method = DDIMImage.load_from_checkpoint(ddim_run / "checkpoints" / "last.ckpt", weights_only=True)
     mr = np.linspace(-1, 1, 3 * 16 * 16, dtype=np.float32).reshape(3, 16, 16)
     settings = InferenceConfig(t=3, eta=1.0)
-    first, second, other = (translate_volume(method, mr, settings, roi_size=16, seed=s).mean for s in (3, 3, 4))
+    first, second, other = (translate_volume(method, mr, settings, crop_size=16, seed=s).mean for s in (3, 3, 4))
     np.testing.assert_array_equal(first, second)
     assert np.abs(first - other).max() > 1e-4
 
@@ -90,8 +90,13 @@ def test_samples_give_an_uncertainty_map(ddim_run: Path, tmp_path: Path, cache_d
 
 
 def test_evaluate_scores_only_the_chosen_test_sets(ddim_run: Path, tmp_path: Path, cache_dir: Path):
+    trained = json.loads((ddim_run / "results.json").read_text())
+    assert list(trained["datasets"]) == ["phantom_t1w"]  # the T2w-like external sets: another contrast, not scored
     results = evaluate(ddim_run, tmp_path / "chosen", cache_dir, "test_sets=[phantom_external_corrected]")
     assert list(results["datasets"]) == ["phantom_t1w", "phantom_external_corrected"]
+    corrected = results["datasets"]["phantom_external_corrected"]
+    assert corrected["other_contrast"] and corrected["contrasts"] == ["t2w"]  # scored when named, and marked
+    assert not results["datasets"]["phantom_t1w"]["other_contrast"]
 
 
 def test_evaluate_rejects_an_unknown_test_set(ddim_run: Path, tmp_path: Path):

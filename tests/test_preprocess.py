@@ -19,7 +19,7 @@ from mr2ct.core.config import (
     PreprocessConfig,
     RegistrationConfig,
 )
-from mr2ct.core.io import Volume
+from mr2ct.core.io import Volume, load_nifti
 from mr2ct.core.subjects import SubjectError
 from mr2ct.core.values import ct_to_model, model_to_ct, mr_robust_max, mr_to_model
 from mr2ct.data.preprocess import (
@@ -136,10 +136,11 @@ SMALL = {"spacing_inplane_mm": 3.0, "elastic_copies": 2}
 
 
 def configs(mode: str = "two_point", subjects: int = 4, **preprocess_values):
+    """(data, registration, preprocess, dims) of a small 2D preparation."""
     data = OmegaConf.structured(DataConfig(name="phantom_t1w", phantom=PhantomConfig(subjects=subjects)))
     registration = OmegaConf.structured(RegistrationConfig(mode=mode))
     preprocess_cfg = OmegaConf.structured(PreprocessConfig(**{**SMALL, **preprocess_values}))
-    return data, registration, preprocess_cfg
+    return data, registration, preprocess_cfg, 2
 
 
 def load_all(entry: Path) -> dict[str, dict[str, np.ndarray]]:
@@ -176,11 +177,18 @@ def test_layout_manifest_and_report(prepared, manifest):
         rows = list(csv.DictReader(handle))
     assert sorted(row["subject"] for row in rows) == sorted(sum(manifest["subjects"].values(), []))
     assert all(float(row["tre_mm"]) >= 0 for row in rows)
+    assert manifest["contrasts"] == ["t1w"]
     with np.load(prepared / manifest["files"]["test"][0]) as test:
-        assert test["mr"].dtype == np.float32 and test["seg"].dtype == np.int16 and test["subreg"].dtype == np.uint8
-        assert test["mr"].min() >= -1 and test["mr"].max() <= 1 and test["ct"].min() >= -1 and test["ct"].max() <= 1
+        assert test["mr"].dtype == np.float32 and test["reference_ct"].dtype == np.float32
+        assert test["reference_seg"].dtype == np.int16 and test["reference_subreg"].dtype == np.uint8
+        for key in ("mr", "reference_mr", "reference_ct"):
+            assert test[key].min() >= -1 and test[key].max() <= 1, key
         assert Path(str(test["mr_path"])).is_file() and str(test["contrast"]) == "t1w"
-        assert test["mr"].shape[0] == test["mr_shape"][0]  # 2D: slices kept
+        native, _ = load_nifti(str(test["mr_path"]))  # the evaluation grid is the MR's own grid
+        for key in ("reference_mr", "reference_ct", "reference_seg", "reference_subreg"):
+            assert test[key].shape == native.shape, key
+        np.testing.assert_allclose(test["reference_affine"], native.affine)
+        assert test["mr"].shape[0] == native.shape[0]  # 2D: slices kept
         assert "target_ct" not in test.files
 
 
@@ -209,7 +217,7 @@ def test_evaluation_data_do_not_depend_on_the_registration_mode(prepared, manife
     assert (prepared / "manifest.json").stat().st_mtime_ns == mtime  # ... and the old one is left alone
     for relative in manifest["files"]["val"] + manifest["files"]["test"]:
         with np.load(prepared / relative) as two_point, np.load(unregistered / relative) as none:
-            for key in ("mr", "ct", "seg", "subreg"):
+            for key in ("mr", "reference_mr", "reference_ct", "reference_seg", "reference_subreg"):
                 np.testing.assert_array_equal(two_point[key], none[key])
             if "target_ct" in two_point.files:  # val: the training target follows the mode
                 assert not np.array_equal(two_point["target_ct"], none["target_ct"])

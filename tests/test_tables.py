@@ -18,10 +18,11 @@ from hydra import compose, initialize_config_dir
 from mr2ct.core.cli import CONF_DIR
 from mr2ct.evaluate import evaluate_checkpoint, evaluation_config
 from mr2ct.inference.checkpoint import locate_checkpoint
+from mr2ct.methods.registry import METHODS
 from mr2ct.metrics.stats import paired_ttest
 from mr2ct.pipeline.run import flatten_aggregates, run_task
 from mr2ct.report.runs import collect_local
-from mr2ct.tables import available_methods, run_tables
+from mr2ct.tables import run_tables
 from mr2ct.train import train
 from tests.conftest import TINY, TINY_DDIM, compose_config
 
@@ -36,13 +37,13 @@ def tiny_train(root: Path, cache_dir: Path, name: str, *overrides: str, base: li
 
 @pytest.fixture(scope="module")
 def runs_root(tmp_path_factory, cache_dir) -> Path:
-    """Two seeds of pix2pix (two_point), pix2pix with one landmark, ddim_image, an evaluate run of it
-    with t=3, and a run that fails on purpose."""
+    """Two seeds of pix2pix (two_point), pix2pix with one landmark, ddim_image (also scored on the T2w-like
+    external sets, asked for), an evaluate run of it with t=3, and a run that fails on purpose."""
     root = tmp_path_factory.mktemp("sweep")
     tiny_train(root, cache_dir, "p2p_seed0")
     tiny_train(root, cache_dir, "p2p_seed1", "seed=1")
     tiny_train(root, cache_dir, "p2p_one", "registration=one_point")
-    ddim = tiny_train(root, cache_dir, "ddim", base=TINY_DDIM)
+    ddim = tiny_train(root, cache_dir, "ddim", "data.score_other_contrasts=true", base=TINY_DDIM)
     with pytest.raises(RuntimeError, match="fail_on_purpose"):
         tiny_train(root, cache_dir, "failed", "fail_on_purpose=true")
     cfg = compose_config([f"ckpt={ddim}", "logger=none", f"paths.output_dir={root / 'eval_t3'}", "inference.t=3",
@@ -84,6 +85,9 @@ def test_table1_cells_are_the_runs_aggregates_averaged_over_seeds(runs_root, rep
 
 
 def test_table2_and_3_dice_on_every_test_set(runs_root, report_dir):
+    assert set(results(runs_root, "p2p_seed0")["datasets"]) == {"phantom_t1w"}  # T2w-like sets: other contrast
+    markdown = (report_dir / "table2_dice.md").read_text()
+    assert "phantom_external (model: phantom_t1w, other contrast)" in markdown
     dice = read_csv(report_dir / "table2_dice.csv")
     posterior = read_csv(report_dir / "table3_posterior_dice.csv")
     run = results(runs_root, "ddim")["datasets"]
@@ -147,7 +151,7 @@ def test_pvalues_equal_paired_ttest_on_the_per_sample_values(runs_root, report_d
     assert int(psnr[0]["n"]) == expected.n == len(ddim)
     # Dice per vertebra: paired by (subject, vertebra)
     dice_rows = [r for r in csv.DictReader(io.StringIO((report_dir / "table2_dice_pvalues.csv").read_text()))
-                 if r["column"] == "phantom_t1w>phantom_external" and r["metric"] == "vertebra"]
+                 if r["column"] == "phantom_t1w" and r["metric"] == "vertebra"]
     assert len(dice_rows) == 1 and (dice_rows[0]["p_value"] or dice_rows[0]["note"])
 
 
@@ -222,7 +226,7 @@ class FakeRun:
 
     def __init__(self, record: dict, state: str, run_id: str):
         self.id, self.path, self.state, self.job_type = run_id, ["me", "mr2ct", run_id], state, record["job_type"]
-        self.config = {**record["summary"], "config": record["config"]}
+        self.config = {**record["summary"], "card": record["card"], "config": record["config"]}
         self.summary = {}
         self.files = {}
         if state == "finished":
@@ -286,7 +290,7 @@ def test_wandb_source_with_a_fake_api(runs_root, tmp_path):
 # ---------------------------------------------------------------------------------------------- sweep configs
 @pytest.mark.parametrize("name, params", [
     ("registration_ablation", {"model": "pix2pix,ddim_image", "registration": "none,one_point,two_point"}),
-    ("method_comparison", {"model": ",".join(sorted(available_methods())), "data": "phantom_t1w,phantom_t2w"}),
+    ("method_comparison", {"model": ",".join(sorted(METHODS)), "data": "phantom_t1w,phantom_t2w"}),
 ])
 def test_train_sweeps_compose_on_the_primary_config(name, params):
     with initialize_config_dir(config_dir=str(SWEEPS), version_base="1.3"):
@@ -313,3 +317,25 @@ def test_inference_ablation_sweeps_compose_on_the_evaluate_config():
     assert dict(grid.hydra.sweeper.params) == {"inference.t": "10,20,50", "inference.eta": "0,1", "inference.w": "0,1,2"}
     assert dict(ddpm.hydra.sweeper.params) == {"inference": "ddpm"}
     assert ddpm.inference.sampler.value == "ddpm" and grid.ckpt == "x"
+
+
+# ---------------------------------------------------------------------------------------------- method cards
+def test_rows_labels_and_settings_columns_come_from_the_cards_even_for_a_method_only_a_test_knows(runs_root, tmp_path):
+    """A run of a method no table code knows (its card written by the run) gets its card's label and
+    exactly the inference settings its card reads, in the row label and the CSV's settings columns."""
+    record = results(runs_root, "eval_t3")
+    card = {"name": "toy", "label": "Toy sampler", "paired": True, "dims": 2, "reads": ["t"],
+            "tiling": {"window": None, "overlap": 0.25}}
+    toy = tmp_path / "runs" / "toy"
+    toy.mkdir(parents=True)
+    summary = {**record["summary"], "model": "toy", "method": "Toy sampler", "inference.t": 7, "inference.eta": 0.5}
+    (toy / "results.json").write_text(json.dumps({**record, "summary": summary, "card": card}))
+    out = tmp_path / "report"
+    run_tables(compose_config([f"runs=[{toy},{runs_root / 'p2p_seed0'}]", f"out_dir={out}", "figures=false"],
+                              config_name="tables"))
+    inference = list(csv.DictReader(io.StringIO((out / "tableS1_inference_image_quality.csv").read_text())))
+    assert [row["row"] for row in inference] == ["Toy sampler t=7"]  # eta is not read by this card: not in the label
+    assert inference[0]["inference.t"] == "7" and "inference.eta" not in inference[0]
+    main = read_csv(out / "table1_image_quality.csv")
+    assert "inference.t" not in main["Pix2Pix UNet"]  # Pix2Pix reads no inference setting: no such column
+    assert main["DDIM noise"]["runs"] == "no runs"  # expected rows are named by the registered cards

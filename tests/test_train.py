@@ -14,6 +14,7 @@ import torch
 
 from mr2ct.evaluate import evaluate_checkpoint, evaluation_config
 from mr2ct.inference.checkpoint import locate_checkpoint
+from mr2ct.methods.pix2pix import Pix2Pix
 from mr2ct.pipeline.run import run_task
 from mr2ct.train import train
 from tests.conftest import TINY, compose_config
@@ -35,6 +36,8 @@ def test_train_writes_a_complete_reproducible_record(tiny_run: Path):
     results = json.loads((tiny_run / "results.json").read_text())
     assert results["status"] == "complete" and results["job_type"] == "train"
     assert results["summary"]["model"] == "pix2pix" and results["summary"]["registration"] == "two_point"
+    assert results["card"] == Pix2Pix.card.summary() and results["summary"]["method"] == "Pix2Pix UNet"
+    assert results["summary"]["dims"] == 2 and results["summary"]["paired"] is True
     block = results["datasets"]["phantom_t1w"]
     per_slice = block["image_quality"]["per_slice"]
     assert len(per_slice["psnr"]) == len(per_slice["subject"]) > 0
@@ -48,7 +51,7 @@ def test_train_writes_a_complete_reproducible_record(tiny_run: Path):
     assert meta["seed"] == 0 and meta["packages"]["torch"] and "commit" in meta["git"]
     assert (tiny_run / "config_resolved.yaml").is_file()
     assert (tiny_run / "checkpoints" / "last.ckpt").is_file()
-    assert set(results["datasets"]) == {"phantom_t1w", "phantom_external", "phantom_external_corrected"}
+    assert set(results["datasets"]) == {"phantom_t1w"}  # the external sets are T2w-like: another contrast
     for dataset, block in results["datasets"].items():
         assert list((tiny_run / "figures" / dataset).glob("*.png"))
         for section in ("dice", "reference_ct_dice"):

@@ -14,6 +14,7 @@ import pytest
 import SimpleITK as sitk
 
 from mr2ct.core.io import Volume, load_nifti, to_sitk
+from mr2ct.core.values import ct_to_model
 from mr2ct.metrics.dice import dice
 from mr2ct.pipeline.run import run_task
 from mr2ct.segment import Segmentation
@@ -109,7 +110,7 @@ def test_nifti_outputs_lie_on_the_input_header_and_overlap_ground_truth(translat
     written = json.loads((output / "translate_log.json").read_text())
     assert written["summary"] == {"files": 1, "ok": 1, "failed": 0} == log["summary"]
     assert written["ckpt"] == str((tiny_run / "checkpoints" / "last.ckpt").resolve())
-    assert written["settings"]["preprocess"]["spacing_inplane_mm"] == 3.0 and written["settings"]["roi_size"] == 32
+    assert written["settings"]["preprocess"]["spacing_inplane_mm"] == 3.0 and written["settings"]["crop_size"] == 32
     assert written["meta"]["packages"]["torch"] and "commit" in written["meta"]["git"]
     assert sorted(Path(p).name for p in written["files"][0]["outputs"]) == sorted(
         f"mr_{kind}{iso}.nii.gz" for kind in ("sct", "seg", "subreg") for iso in ("", "_iso"))
@@ -119,7 +120,7 @@ def test_segmenting_the_oracle_ct_through_the_same_writer_matches_ground_truth(s
     """The segment-and-write path on a perfect synthetic CT: labels land on the ground truth's voxels."""
     oracle, _ = load_nifti(subject / "oracle_ct.nii.gz")
     mr, reference = load_nifti(subject / "mr.nii.gz")
-    layers = segmentation_layers(ThresholdSegmenter(), oracle)
+    layers = segmentation_layers(ThresholdSegmenter(), oracle.with_array(ct_to_model(oracle.array)), mr)
     write_layers(layers, mr, reference, "oracle", tmp_path, iso=False)
     labels = assert_on_header(tmp_path / "oracle_seg.nii.gz", reference)
     truth = np.asanyarray(nib.load(str(subject / "mr_seg.nii.gz")).dataobj)

@@ -58,6 +58,7 @@ class DataConfig(DatasetConfig):
     """The training data (its test split is always evaluated) plus further test-only sets."""
 
     test_sets: list[DatasetConfig] = field(default_factory=list)
+    score_other_contrasts: bool = False  # also score test sets whose MR contrast differs (marked in results)
 
 
 class RegistrationMode(str, Enum):
@@ -75,7 +76,6 @@ class RegistrationConfig:
 class PreprocessConfig:
     """How registered subjects become training arrays (cached by these values)."""
 
-    dims: int = 2
     spacing_inplane_mm: float = 2.0  # 2D: sagittal-plane spacing (slice thickness kept); paper 1.0
     spacing_iso_mm: float = 1.0  # 3D: isotropic spacing
     elastic_copies: int = 2  # deformed copies per training subject, on top of the original; paper 9
@@ -109,8 +109,9 @@ class InferenceConfig:
     eta: float = 1.0
     w: float = 0.0
     samples: int = 1
-    batch_size: int = 16
-    overlap: float = 0.25  # fraction of the crop shared by neighbouring tiles
+    batch_size: int = 16  # windows per network call
+    window: Optional[int] = None  # window side in voxels; None: the method's default tiling (its card)
+    overlap: Optional[float] = None  # fraction of the window shared by neighbours; None: the card's default
 
 
 @dataclass
@@ -141,12 +142,12 @@ class LoggerConfig:
 
 @dataclass
 class ModelConfig:
-    """A translation method: ``target`` is the LightningModule class, ``net`` its network settings."""
+    """A translation method (``name``: its card in mr2ct.methods) with its optimiser and own settings.
+
+    ``net``, ``loss`` and ``extra`` are typed by the method's card and checked when the method is built.
+    """
 
     name: str = MISSING
-    target: str = MISSING
-    dims: int = 2
-    paired: bool = True
     lr: float = 2e-4
     betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
     net: dict[str, Any] = field(default_factory=dict)
@@ -248,7 +249,8 @@ class EvaluateConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
     seed: int = 0
     experiment_name: str = "evaluate"
-    # extra test sets to score, by name (the run's data.test_sets); null: all; []: the training data's test split only
+    # extra test sets to score, by name (the run's data.test_sets), whatever their MR contrast (marked when it
+    # differs); null: those of the training contrast; []: the training data's test split only
     test_sets: Optional[List[str]] = None
 
 

@@ -162,10 +162,13 @@ def resample_array(volume: Volume, affine: np.ndarray, shape: tuple[int, ...], o
     """``volume`` sampled at the voxel centres of the grid (``affine``, ``shape``) in the same physical space.
 
     Linear (order 1) or cubic (3) for intensities, nearest (0) for labels (dtype kept); beyond the source's
-    edge the border value is extended, since the grids resampled here cover the same field of view.
+    edge the border value is extended, since the grids resampled here cover the same field of view. A volume
+    already on the grid comes back unchanged.
     """
     from scipy.ndimage import affine_transform
 
+    if volume.shape == tuple(shape) and np.allclose(volume.affine, affine, atol=1e-6):
+        return Volume(volume.array if order == 0 else volume.array.astype(np.float32), np.asarray(affine, dtype=np.float64))
     target_to_source = np.linalg.inv(volume.affine) @ affine
     resampled = affine_transform(
         volume.array.astype(np.float32) if order else volume.array,

@@ -30,19 +30,34 @@ EVAL_SPLITS = ("val", "test")
 
 
 @dataclass(frozen=True)
+class Reference:
+    """The ground truth of a test volume on its evaluation grid: the subject's native MR grid (RAS+).
+
+    Every method is scored here, whatever grid it translates on, so 2D and 3D rows score the same pixels,
+    and its outputs are written here, on the MR's own header.
+    """
+
+    mr: np.ndarray  # model space, for figures
+    ct: np.ndarray  # model space
+    seg: np.ndarray  # VerSe ids
+    subreg: np.ndarray
+    affine: np.ndarray  # native MR grid -> RAS mm
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.ct.shape
+
+
+@dataclass(frozen=True)
 class TestVolume:
-    """A whole evaluation volume on its prepared grid plus what is needed to write results on the MR header."""
+    """A whole evaluation volume: the model input on the method's prepared grid and the reference."""
 
     name: str
     contrast: str
-    mr: np.ndarray  # (X, Y, Z) model space
-    ct: np.ndarray  # (X, Y, Z) model space, evaluation reference
-    seg: np.ndarray  # VerSe ids, evaluation reference
-    subreg: np.ndarray
+    mr: np.ndarray  # (X, Y, Z) model space, on the prepared grid
     affine: np.ndarray  # prepared grid -> RAS mm
-    mr_affine: np.ndarray  # native MR grid (RAS+ canonical) -> RAS mm
-    mr_shape: tuple[int, int, int]
-    mr_path: str
+    reference: Reference
+    mr_path: str  # the subject's MR file: outputs are written on its header
 
 
 # ---------------------------------------------------------------------------------------------- pure helpers
@@ -284,18 +299,7 @@ class SpineDataModule(L.LightningDataModule):
         volumes = []
         for relative in self.manifest["files"][split]:
             with np.load(self.prepared_dir / relative) as stored:
-                volumes.append(
-                    TestVolume(
-                        name=Path(relative).stem,
-                        contrast=str(stored["contrast"]),
-                        mr=stored["mr"],
-                        ct=stored["ct"],
-                        seg=stored["seg"],
-                        subreg=stored["subreg"],
-                        affine=stored["affine"],
-                        mr_affine=stored["mr_affine"],
-                        mr_shape=tuple(int(n) for n in stored["mr_shape"]),
-                        mr_path=str(stored["mr_path"]),
-                    )
-                )
+                reference = Reference(*(stored[f"reference_{key}"] for key in ("mr", "ct", "seg", "subreg", "affine")))
+                volumes.append(TestVolume(Path(relative).stem, str(stored["contrast"]), stored["mr"], stored["affine"],
+                                          reference, str(stored["mr_path"])))
         return volumes

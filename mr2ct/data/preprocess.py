@@ -29,10 +29,24 @@ from tqdm.auto import tqdm
 from mr2ct.core.cache import cached
 from mr2ct.core.config import DataConfig, PreprocessConfig, RegistrationConfig
 from mr2ct.core.io import Volume, resample_array
-from mr2ct.core.values import ct_to_model, mr_robust_max, mr_to_model
+from mr2ct.core.subjects import load_subjects
+from mr2ct.core.values import (
+    MODEL_MAX,
+    MODEL_MIN,
+    ct_to_model,
+    mr_robust_max,
+    mr_to_model,
+)
 from mr2ct.data.sources import data_key, plain_config, subject_root
+from mr2ct.registration import (
+    evaluation_reference,
+    register,
+    registration_report,
+    resample_to_grid,
+    write_registration_report,
+)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 SPLITS = ("train", "val", "test")
 MANIFEST = "manifest.json"
 REGISTRATION_REPORT = "registration_report.csv"
@@ -62,13 +76,13 @@ def prepared_grid_3d(mr: Volume, spacing: float) -> Volume:
     return regrid(mr, (spacing, spacing, spacing))
 
 
-def prepared_grid(mr: Volume, preprocess_cfg: PreprocessConfig) -> Volume:
-    """The grid the data of ``preprocess_cfg.dims`` live on."""
-    if preprocess_cfg.dims == 2:
+def prepared_grid(mr: Volume, preprocess_cfg: PreprocessConfig, dims: int) -> Volume:
+    """The grid the data of a ``dims``-D method live on."""
+    if dims == 2:
         return prepared_grid_2d(mr, preprocess_cfg.spacing_inplane_mm)
-    if preprocess_cfg.dims == 3:
+    if dims == 3:
         return prepared_grid_3d(mr, preprocess_cfg.spacing_iso_mm)
-    raise ValueError(f"preprocess.dims must be 2 or 3, got {preprocess_cfg.dims}")
+    raise ValueError(f"dims must be 2 or 3, got {dims}")
 
 
 def resample_onto(volume: Volume, grid: Volume, order: int) -> Volume:
@@ -76,13 +90,13 @@ def resample_onto(volume: Volume, grid: Volume, order: int) -> Volume:
     return resample_array(volume, grid.affine, grid.shape, order=order)
 
 
-def mr_on_prepared_grid(mr: Volume, preprocess_cfg: PreprocessConfig) -> tuple[np.ndarray, Volume, float]:
+def mr_on_prepared_grid(mr: Volume, preprocess_cfg: PreprocessConfig, dims: int) -> tuple[np.ndarray, Volume, float]:
     """A native MR volume in model space on its prepared grid: (float32 array, the grid, the robust max).
 
     The one MR path of training data and of ``mr2ct.translate``, so both see identically prepared MR.
     """
     robust_max = mr_robust_max(mr.array, preprocess_cfg.mr_robust_max_percentile)
-    grid = prepared_grid(mr, preprocess_cfg)
+    grid = prepared_grid(mr, preprocess_cfg, dims)
     model = mr_to_model(resample_onto(mr, grid, order=1).array, robust_max).astype(np.float32)
     return model, grid, robust_max
 
@@ -107,9 +121,11 @@ def elastic_deform(
     return [d.astype(a.dtype, copy=False) for d, a in zip(deformed, arrays)]
 
 
-def deformed_copy(record: dict[str, np.ndarray], preprocess_cfg: PreprocessConfig, rng: np.random.Generator) -> dict:
+def deformed_copy(
+    record: dict[str, np.ndarray], preprocess_cfg: PreprocessConfig, dims: int, rng: np.random.Generator
+) -> dict:
     """One elastic copy of a training record: MR, CT, seg and subreg deformed by the same field."""
-    axes = (1, 2) if preprocess_cfg.dims == 2 else (0, 1, 2)
+    axes = (1, 2) if dims == 2 else (0, 1, 2)
     mr, ct, seg, subreg = elastic_deform(
         [record["mr"], record["ct"], record["seg"], record["subreg"]],
         orders=[3, 3, 0, 0],
@@ -119,24 +135,24 @@ def deformed_copy(record: dict[str, np.ndarray], preprocess_cfg: PreprocessConfi
         rng=rng,
     )
     # Cubic interpolation overshoots at edges; model space is bounded.
-    return {**record, "mr": mr.clip(-1, 1), "ct": ct.clip(-1, 1), "seg": seg, "subreg": subreg}
+    bounded = (MODEL_MIN, MODEL_MAX)
+    return {**record, "mr": mr.clip(*bounded), "ct": ct.clip(*bounded), "seg": seg, "subreg": subreg}
 
 
 # ---------------------------------------------------------------------------------------------- subjects
 def prepare_subject(
-    subject: Any, registration_mode: str, preprocess_cfg: PreprocessConfig, rng: np.random.Generator
+    subject: Any, registration_mode: str, preprocess_cfg: PreprocessConfig, dims: int, rng: np.random.Generator
 ) -> list[dict[str, Any]]:
     """One subject as model-space arrays on its prepared grid.
 
     Train: the registered pair (mode ``registration_mode``) plus ``elastic_copies`` deformed copies.
-    Val/test: one undeformed record whose ``ct/seg/subreg`` are the evaluation reference (independent of the
-    registration mode), with the native MR grid to write outputs back; val also carries the mode's
-    registered ``target_ct/target_seg``, the same training target the train split uses.
+    Val/test: one undeformed record: the model input ``mr`` on the prepared grid and the evaluation
+    reference ``reference_*`` (MR, CT, labels; independent of the registration mode) on the evaluation grid,
+    the subject's native MR grid, where every method is scored and its outputs are written. Val also
+    carries the mode's registered ``target_ct/target_seg`` on the prepared grid, the training target.
     """
-    from mr2ct.registration import evaluation_reference, register, resample_to_grid
-
     try:
-        mr, grid, robust_max = mr_on_prepared_grid(subject.mr, preprocess_cfg)
+        mr, grid, robust_max = mr_on_prepared_grid(subject.mr, preprocess_cfg, dims)
     except ValueError as error:
         raise ValueError(f"subject {subject.name}: mr.nii.gz: {error}") from error
     base = {"mr": mr, "affine": grid.affine}
@@ -150,16 +166,17 @@ def prepare_subject(
         }
     if subject.split == "train":
         record = {**base, **target}
-        return [record] + [deformed_copy(record, preprocess_cfg, rng) for _ in range(preprocess_cfg.elastic_copies)]
+        copies = preprocess_cfg.elastic_copies
+        return [record] + [deformed_copy(record, preprocess_cfg, dims, rng) for _ in range(copies)]
 
     reference = evaluation_reference(subject)
     record = {
         **base,
-        "ct": ct_to_model(resample_onto(reference.ct, grid, order=1).array).astype(np.float32),
-        "seg": resample_onto(reference.seg, grid, order=0).array.astype(np.int16),
-        "subreg": resample_onto(reference.subreg, grid, order=0).array.astype(np.uint8),
-        "mr_affine": subject.mr.affine,
-        "mr_shape": np.asarray(subject.mr.shape),
+        "reference_mr": mr_to_model(subject.mr.array, robust_max).astype(np.float32),
+        "reference_ct": ct_to_model(reference.ct.array).astype(np.float32),
+        "reference_seg": reference.seg.array.astype(np.int16),
+        "reference_subreg": reference.subreg.array.astype(np.uint8),
+        "reference_affine": subject.mr.affine,
         "mr_robust_max": np.float64(robust_max),
         "contrast": np.str_(subject.contrast),
         "mr_path": np.str_(str((Path(subject.folder) / "mr.nii.gz").resolve())),
@@ -183,11 +200,12 @@ def record_filenames(split: str, name: str, count: int) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------- dataset
 def prepared_key(
-    data_cfg: DataConfig, registration_cfg: RegistrationConfig, preprocess_cfg: PreprocessConfig
+    data_cfg: DataConfig, registration_cfg: RegistrationConfig, preprocess_cfg: PreprocessConfig, dims: int
 ) -> dict:
     """Exactly what determines a prepared dataset (the cache key)."""
     return {
         "format_version": FORMAT_VERSION,
+        "dims": dims,
         "data": data_key(data_cfg),
         "registration": plain_config(registration_cfg),
         "preprocess": plain_config(preprocess_cfg),
@@ -198,22 +216,21 @@ def prepare_dataset(
     data_cfg: DataConfig,
     registration_cfg: RegistrationConfig,
     preprocess_cfg: PreprocessConfig,
+    dims: int,
     cache_dir: str | Path,
     progress: bool = True,
 ) -> Path:
-    """Register, resample, normalise and augment every subject once; return the cached entry's folder.
+    """Register, resample, normalise and augment every subject once for a ``dims``-D method; return the
+    cached entry's folder.
 
     A second call with the same configs returns the existing entry without work. A subject that fails
     raises with its message and leaves no entry.
     """
-    key = prepared_key(data_cfg, registration_cfg, preprocess_cfg)
+    key = prepared_key(data_cfg, registration_cfg, preprocess_cfg, dims)
     seed = preprocess_cfg.seed
     mode = key["registration"]["mode"]
 
     def build(folder: Path) -> None:
-        from mr2ct.core.subjects import load_subjects
-        from mr2ct.registration import registration_report, write_registration_report
-
         root = subject_root(data_cfg, cache_dir, progress=progress)
         subjects = load_subjects(root)
         names: dict[str, list[str]] = {split: [] for split in SPLITS}
@@ -221,7 +238,7 @@ def prepare_dataset(
         for split in SPLITS:
             (folder / split).mkdir()
         for subject in tqdm(subjects, desc="preparing subjects", unit="subject", disable=not progress):
-            records = prepare_subject(subject, mode, preprocess_cfg, subject_rng(seed, subject.name))
+            records = prepare_subject(subject, mode, preprocess_cfg, dims, subject_rng(seed, subject.name))
             paths = record_filenames(subject.split, subject.name, len(records))
             for record, relative in zip(records, paths):
                 np.savez_compressed(folder / relative, **record)
@@ -230,8 +247,8 @@ def prepare_dataset(
         write_registration_report(registration_report(subjects, mode), folder / REGISTRATION_REPORT)
         manifest = {
             "format_version": FORMAT_VERSION,
-            "dims": preprocess_cfg.dims,
-            "spacing": preprocess_cfg.spacing_inplane_mm if preprocess_cfg.dims == 2 else preprocess_cfg.spacing_iso_mm,
+            "dims": dims,
+            "spacing": preprocess_cfg.spacing_inplane_mm if dims == 2 else preprocess_cfg.spacing_iso_mm,
             "registration_mode": mode,
             "mr_robust_max_percentile": preprocess_cfg.mr_robust_max_percentile,
             "min_spine_pixels": preprocess_cfg.min_spine_pixels,
@@ -239,6 +256,7 @@ def prepare_dataset(
             "seed": seed,
             "subject_root": str(Path(root).resolve()),
             "subjects": names,
+            "contrasts": sorted({subject.contrast for subject in subjects}),
             "files": files,
         }
         (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))

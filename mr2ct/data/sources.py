@@ -5,6 +5,7 @@ Both end in the same subject layout (README, "Data layout"), so everything downs
 
 from __future__ import annotations
 
+import csv
 from dataclasses import is_dataclass
 from pathlib import Path
 from typing import Any
@@ -32,11 +33,27 @@ def data_key(data_cfg: DataConfig) -> dict:
     raise ValueError(f"data.kind must be 'phantom' or 'nifti', got {data_cfg.kind!r}")
 
 
+def dataset_contrasts(data_cfg: DataConfig) -> list[str]:
+    """The MR contrasts of a dataset (sorted), known without generating or preparing it: the phantom's from
+    its preset, a subject root's from its manifest."""
+    if data_cfg.kind == "phantom":
+        from mr2ct.phantom.contrast import PROTOCOLS
+
+        preset = getattr(data_cfg.phantom.preset, "value", data_cfg.phantom.preset)
+        return [PROTOCOLS[preset].contrast]
+    with (nifti_root(data_cfg) / SUBJECT_MANIFEST).open(newline="") as handle:
+        return sorted({row.get("contrast", "").strip() for row in csv.DictReader(handle)})
+
+
 def subject_root(data_cfg: DataConfig, cache_dir: str | Path, progress: bool = True) -> Path:
     """The folder holding the subjects: a cached phantom build, or ``data_cfg.root`` once checked."""
-    key = data_key(data_cfg)
-    if key["kind"] == "phantom":
+    if data_key(data_cfg)["kind"] == "phantom":
         return _phantom_root(data_cfg.phantom, cache_dir, progress)
+    return nifti_root(data_cfg)
+
+
+def nifti_root(data_cfg: DataConfig) -> Path:
+    """``data_cfg.root``, checked to be a subject root (a folder with a manifest)."""
     root = Path(str(data_cfg.root)) if data_cfg.root is not None else None
     if root is None or not root.is_dir():
         raise FileNotFoundError(f"data.root {data_cfg.root!r} is not a folder (data={data_cfg.name!r}, kind=nifti)")

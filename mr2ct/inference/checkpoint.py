@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from mr2ct.core.config import TrainConfig
 from mr2ct.methods.base import TranslationModule
+from mr2ct.methods.registry import method_class
 
 
 def locate_checkpoint(ckpt: str | Path) -> tuple[Path, Path]:
@@ -33,7 +33,8 @@ def trained_config(train_run: Path) -> DictConfig:
     return OmegaConf.merge(OmegaConf.structured(TrainConfig), OmegaConf.load(train_run / "config_resolved.yaml"))
 
 
-def load_method(target: str, checkpoint: Path) -> TranslationModule:
-    """A trained method from its checkpoint (weights only: no code runs on load), on the GPU when present."""
-    method = get_class(target).load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True)
+def load_method(name: str, checkpoint: Path) -> TranslationModule:
+    """The trained method ``name`` from its checkpoint (weights only: no code runs on load), on the GPU when
+    present."""
+    method = method_class(name).load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True)
     return method.cuda() if torch.cuda.is_available() else method

@@ -1,16 +1,19 @@
-"""Translation of whole volumes: batches of sagittal slices (2D) or windows (3D), tiled with overlap."""
+"""Translation of whole volumes: all sagittal slices (2D methods) or the volume (3D) as one input.
+
+A volume is one translation, not a mosaic of independent ones: the method applies its network in windows at
+every step (see :mod:`mr2ct.methods.windows`), so a sampling method draws one trajectory per volume.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
-from monai.inferers import sliding_window_inference
 from tqdm.auto import tqdm
 
 from mr2ct.core.config import InferenceConfig
-from mr2ct.core.values import BACKGROUND
+from mr2ct.core.values import MODEL_MAX, MODEL_MIN
 from mr2ct.methods.base import TranslationModule
 
 
@@ -22,53 +25,38 @@ class Translation:
     std: np.ndarray | None
 
 
+def resolved_inference(method: TranslationModule, inference: InferenceConfig, crop_size: int) -> InferenceConfig:
+    """``inference`` with the window size filled in: the setting, else the method's tiling, else the
+    training crop size ``crop_size``."""
+    window = inference.window or method.card.tiling.window or crop_size
+    return replace(inference, window=window)
+
+
 @torch.no_grad()
 def translate_volume(
     method: TranslationModule,
     mr: np.ndarray,
     inference: InferenceConfig,
-    roi_size: int,
+    crop_size: int,
     seed: int = 0,
     progress: bool = False,
 ) -> Translation:
     """MR (X, Y, Z) in model space -> synthetic CT of the same shape.
 
-    2D methods see every sagittal slice (axis 0), ``inference.batch_size`` slices at a time; slices larger
-    than the training crop are tiled with ``inference.overlap`` and blended with Gaussian weights (MONAI's
-    sliding_window_inference). 3D methods see overlapping 3D windows of ``roi_size``. Sampling noise comes
-    from one generator seeded with ``seed``, so stochastic samplers are reproducible.
+    2D methods get every sagittal slice (axis 0) as one batch, 3D methods the volume; the network sees
+    windows of the training crop unless ``inference.window`` says otherwise. All sampling noise comes from
+    one generator seeded with ``seed``, so stochastic samplers are reproducible and the result does not
+    depend on ``inference.batch_size``.
     """
     method.eval()
     device = method.device
     generator = torch.Generator(device=device).manual_seed(seed)
-    dims = method.model_cfg["dims"]
-
-    def predictor(window: torch.Tensor) -> torch.Tensor:
-        return method.translate(window, inference, generator)
-
+    settings = resolved_inference(method, inference, crop_size)
     volume = torch.from_numpy(np.ascontiguousarray(mr, dtype=np.float32)).to(device)
-    if dims == 2:
-        inputs = volume[:, None]  # (X, 1, Y, Z): a batch of sagittal slices
-        roi, chunk = (roi_size, roi_size), inference.batch_size
-    else:
-        inputs = volume[None, None]
-        roi, chunk = (roi_size,) * 3, 1
-
+    inputs = volume[:, None] if method.card.dims == 2 else volume[None, None]
     draws = []
     for _ in tqdm(range(inference.samples), desc="samples", disable=not progress or inference.samples == 1):
-        pieces = [
-            sliding_window_inference(
-                inputs[start : start + chunk],
-                roi_size=roi,
-                sw_batch_size=inference.batch_size,
-                predictor=predictor,
-                overlap=inference.overlap,
-                mode="gaussian",
-                padding_mode="constant",
-                cval=BACKGROUND,
-            )
-            for start in tqdm(range(0, inputs.shape[0], chunk), desc="slices", disable=not progress, leave=False)
-        ]
-        draws.append(torch.cat(pieces).reshape(volume.shape).clamp(-1, 1).cpu().numpy())
+        out = method.translate(inputs, settings, generator)
+        draws.append(out.reshape(volume.shape).clamp(MODEL_MIN, MODEL_MAX).cpu().numpy())
     stack = np.stack(draws)
     return Translation(mean=stack.mean(0), std=stack.std(0) if len(draws) > 1 else None)

@@ -1,7 +1,7 @@
 """Conditional denoising diffusion (the paper's DDIM noise and image mode), 2D and 3D.
 
-The network sees [x_t, MR] on channels and predicts the noise (``prediction: epsilon``, noise mode) or the
-clean CT (``prediction: sample``, image mode); the loss is per-pixel L1 without timestep weighting, as in
+The network sees [x_t, MR] on channels and predicts the noise (noise mode, :class:`DDIMNoise`) or the
+clean CT (image mode, :class:`DDIMImage`); the loss is per-pixel L1 without timestep weighting, as in
 the authors' code. The MR condition is replaced by the null condition with probability
 ``condition_dropout`` so classifier-free guidance works at inference. Sampling uses the EMA weights (the
 reference code updated an EMA but sampled with the raw weights; we do not copy that).
@@ -9,28 +9,38 @@ reference code updated an EMA but sampled with the raw weights; we do not copy t
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel
 
 from mr2ct.core.config import InferenceConfig
-from mr2ct.diffusion.sampler import null_condition_like, sample
+from mr2ct.core.values import BACKGROUND
+from mr2ct.diffusion.sampler import Prediction, null_condition_like, sample
 from mr2ct.diffusion.schedule import NoiseSchedule
-from mr2ct.methods.base import TranslationModule, checked_kwargs
-from mr2ct.nets.sa_unet import SAUNet
+from mr2ct.methods.base import TranslationModule
+from mr2ct.methods.card import SAMPLING_SETTINGS, MethodCard
+from mr2ct.methods.windows import windowed_model_fn
+from mr2ct.nets.sa_unet import SAUNetSettings
 
 
-def diffusion_settings(
-    prediction: str = "sample", timesteps: int = 1000, condition_dropout: float = 0.3, ema_decay: float = 0.999
-) -> dict[str, Any]:
-    """The method's own settings (``model.extra``); validated here so a typo fails at start."""
-    if prediction not in ("epsilon", "sample"):
-        raise ValueError(f"model.extra.prediction={prediction!r}; valid: epsilon (noise mode), sample (image mode)")
-    if not 0.0 <= condition_dropout < 1.0:
-        raise ValueError(f"model.extra.condition_dropout={condition_dropout} must lie in [0, 1)")
-    return {"prediction": prediction, "timesteps": timesteps, "condition_dropout": condition_dropout, "ema_decay": ema_decay}
+@dataclass
+class DiffusionSettings:
+    """``model.extra`` of the diffusion methods."""
+
+    timesteps: int = 1000
+    condition_dropout: float = 0.3  # probability of training with the null condition (classifier-free guidance)
+    ema_decay: float = 0.999
+
+    def __post_init__(self) -> None:
+        if self.timesteps < 1:
+            raise ValueError(f"timesteps={self.timesteps} must be at least 1")
+        if not 0.0 <= self.condition_dropout < 1.0:
+            raise ValueError(f"condition_dropout={self.condition_dropout} must lie in [0, 1)")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay={self.ema_decay} must lie in [0, 1)")
 
 
 def ema_with_warmup(decay: float):
@@ -44,13 +54,15 @@ def ema_with_warmup(decay: float):
 
 
 class ConditionalDiffusion(TranslationModule):
+    """The shared machinery; a subclass fixes what the network predicts (``prediction``) and its card."""
+
+    prediction: ClassVar[Prediction]
+
     def __init__(self, model: dict[str, Any]):
         super().__init__(model)
-        self.settings = diffusion_settings(**checked_kwargs(diffusion_settings, dict(model["extra"]), "model.extra"))
-        net = checked_kwargs(SAUNet, dict(model["net"]), "model.net")
-        self.net = SAUNet(in_channels=2, out_channels=1, dims=model["dims"], **net)
-        self.ema = AveragedModel(self.net, avg_fn=ema_with_warmup(self.settings["ema_decay"]), use_buffers=True)
-        self.schedule = NoiseSchedule.cosine(self.settings["timesteps"])
+        self.net = self.settings.net.build(in_channels=2, out_channels=1, dims=self.card.dims)
+        self.ema = AveragedModel(self.net, avg_fn=ema_with_warmup(self.settings.extra.ema_decay), use_buffers=True)
+        self.schedule = NoiseSchedule.cosine(self.settings.extra.timesteps)
 
     def denoise(self, net: torch.nn.Module, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         return net(torch.cat([x_t, cond], dim=1), t)
@@ -61,9 +73,9 @@ class ConditionalDiffusion(TranslationModule):
         t = torch.randint(0, self.schedule.T, (batch_size,), device=ct.device)
         noise = torch.randn_like(ct)
         x_t = self.schedule.q_sample(ct, t, noise)
-        dropped = torch.rand(batch_size, device=ct.device) < self.settings["condition_dropout"]
+        dropped = torch.rand(batch_size, device=ct.device) < self.settings.extra.condition_dropout
         cond = torch.where(dropped.view(-1, *[1] * (mr.ndim - 1)), null_condition_like(mr), mr)
-        target = noise if self.settings["prediction"] == "epsilon" else ct
+        target = noise if self.prediction == "epsilon" else ct
         loss = F.l1_loss(self.denoise(self.net, x_t, t, cond), target)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
         return loss
@@ -73,18 +85,37 @@ class ConditionalDiffusion(TranslationModule):
 
     def translate(self, mr: torch.Tensor, inference: InferenceConfig, generator: torch.Generator | None = None) -> torch.Tensor:
         net = self.ema.module
-        return sample(
-            lambda x_t, t, cond: self.denoise(net, x_t, t, cond),
-            mr,
+        windows = self.windows(inference, mr)
+        canvas = windows.pad(mr, BACKGROUND)
+        x0 = sample(
+            windowed_model_fn(lambda x_t, t, cond: self.denoise(net, x_t, t, cond), windows),
+            canvas,
             self.schedule,
-            prediction=self.settings["prediction"],
+            prediction=self.prediction,
             sampler=getattr(inference.sampler, "value", inference.sampler),
             steps=inference.t,
             eta=inference.eta,
             w=inference.w,
-            null_cond=null_condition_like(mr),
+            null_cond=null_condition_like(canvas),
             generator=generator,
         )
+        return windows.crop(x0, mr.shape[2:])
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.net.parameters(), lr=self.model_cfg["lr"], betas=tuple(self.model_cfg["betas"]))
+        return self.adam(self.net.parameters())
+
+
+class DDIMNoise(ConditionalDiffusion):
+    """Noise mode: the network predicts the added noise, as in DDPM/DDIM."""
+
+    prediction = "epsilon"
+    card = MethodCard(name="ddim_noise", label="DDIM noise", paired=True, dims=2, reads=SAMPLING_SETTINGS,
+                      net=SAUNetSettings, extra=DiffusionSettings)
+
+
+class DDIMImage(ConditionalDiffusion):
+    """Image mode: the network predicts the clean CT (the paper's best 2D method)."""
+
+    prediction = "sample"
+    card = MethodCard(name="ddim_image", label="DDIM image", paired=True, dims=2, reads=SAMPLING_SETTINGS,
+                      net=SAUNetSettings, extra=DiffusionSettings)

@@ -1,13 +1,13 @@
 """Image quality of synthetic CT against real CT: L1, MSE, PSNR, SSIM and VIFp on masked sagittal slices.
 
-The paper's protocol: images are compared on [0, 1] ((x + 1) / 2 of model space,
-clipped), per sagittal slice, with every pixel farther than 10 px from the spine segmentation set to 0 in
-both images, so soft tissue the downstream task does not need is not scored. L1, MSE and PSNR average over
-all pixels of the slice (the zeroed ones included, as the paper does), so values depend on the field of
-view; compare runs only on the same grid, which paired tests do anyway.
+The paper's protocol: images are compared on [0, 1] ((x + 1) / 2 of model space, clipped), per sagittal
+slice, with every pixel farther than 10 mm (the paper's 10 px at 1 mm) from the spine segmentation set to 0
+in both images, so soft tissue the downstream task does not need is not scored. L1, MSE and PSNR average
+over all pixels of the slice (the zeroed ones included, as the paper does), so values depend on the field
+of view; mr2ct scores every method on the same grid (the subject's native MR grid), so they compare.
 
 Deliberate differences from the authors' evaluation script (scripts/statistics/test_image_quality.py):
-- the mask is a Euclidean disk (distance <= 10 px, the paper's wording) where the script dilates with a
+- the mask is a Euclidean disk (distance <= 10 mm, the paper's wording) where the script dilates with a
   cross 10 times (a diamond);
 - PSNR and SSIM use data range 1 (the script let torchmetrics infer it from each image);
 - VIFp takes the real CT as the reference image; the script passed the prediction in the reference slot
@@ -26,7 +26,8 @@ from scipy import ndimage
 
 from mr2ct.core.values import to_unit_range
 
-MASK_DISTANCE_PX = 10
+MASK_DISTANCE_MM = 10.0
+"""The paper's 10 px mask at its 1 mm in-plane spacing, kept in millimetres on every grid."""
 PSNR_CAP_DB = 100.0
 """PSNR of identical images is +inf; it is capped here so means and t-tests stay finite."""
 SSIM_SIGMA = 1.5
@@ -40,24 +41,28 @@ METRIC_NAMES = ("l1", "mse", "psnr", "ssim", "vifp")
 _SLICE_CHUNK = 32
 
 
-def _disk_mask(seg_slice: np.ndarray, distance_px: float) -> np.ndarray:
+def _disk_mask(seg_slice: np.ndarray, distance_mm: float, spacing: tuple[float, float]) -> np.ndarray:
     bone = seg_slice > 0
     if not bone.any():
         return np.zeros(bone.shape, dtype=bool)
-    return ndimage.distance_transform_edt(~bone) <= distance_px
+    return ndimage.distance_transform_edt(~bone, sampling=spacing) <= distance_mm
 
 
-def spine_mask(seg: np.ndarray, distance_px: float = MASK_DISTANCE_PX) -> np.ndarray:
-    """Pixels within `distance_px` (Euclidean, inclusive) of the segmentation (label > 0).
+def spine_mask(
+    seg: np.ndarray, distance_mm: float = MASK_DISTANCE_MM, spacing: tuple[float, float] = (1.0, 1.0)
+) -> np.ndarray:
+    """Pixels within ``distance_mm`` (Euclidean, inclusive) of the segmentation (label > 0), for pixels of
+    ``spacing`` mm (the two in-plane axes of a sagittal slice).
 
     A 2D input is one sagittal slice. A 3D input (X, Y, Z) is treated as a stack of sagittal slices along
     axis 0 and masked slice by slice, because image quality is scored per sagittal slice.
     """
     seg = np.asarray(seg)
+    spacing = tuple(float(s) for s in spacing)
     if seg.ndim == 2:
-        return _disk_mask(seg, distance_px)
+        return _disk_mask(seg, distance_mm, spacing)
     if seg.ndim == 3:
-        return np.stack([_disk_mask(s, distance_px) for s in seg])
+        return np.stack([_disk_mask(s, distance_mm, spacing) for s in seg])
     raise ValueError(f"spine_mask expects a 2D slice or a 3D volume, got shape {seg.shape}")
 
 
@@ -194,9 +199,11 @@ def masked_slice_metrics(
 
 
 def image_metrics_volume(
-    pred: np.ndarray, target: np.ndarray, seg: np.ndarray, distance_px: float = MASK_DISTANCE_PX
+    pred: np.ndarray, target: np.ndarray, seg: np.ndarray, spacing: tuple[float, float] = (1.0, 1.0),
+    distance_mm: float = MASK_DISTANCE_MM,
 ) -> dict[str, np.ndarray]:
-    """Per-slice image quality of a synthetic CT volume (X, Y, Z) in model space against the real CT.
+    """Per-slice image quality of a synthetic CT volume (X, Y, Z) in model space against the real CT;
+    ``spacing`` is the in-plane pixel size (axes 1, 2) in mm, which sets the mask's radius in pixels.
 
     Only sagittal slices (axis 0) that contain segmentation are scored; slices without spine are skipped
     rather than reported as NaN. Returns one array per metric (values kept for paired t-tests) and
@@ -216,7 +223,7 @@ def image_metrics_volume(
     for start in range(0, len(slice_index), _SLICE_CHUNK):
         chunk = slice_index[start : start + _SLICE_CHUNK]
         chunk_metrics = masked_slice_metrics(
-            to_unit_range(pred[chunk]), to_unit_range(target[chunk]), spine_mask(seg[chunk], distance_px)
+            to_unit_range(pred[chunk]), to_unit_range(target[chunk]), spine_mask(seg[chunk], distance_mm, spacing)
         )
         for name in METRIC_NAMES:
             results[name].append(chunk_metrics[name])

@@ -37,14 +37,3 @@ def pix2pix_unet(dims: int = 2, channels: int = 64, levels: int = 5, dropout: fl
         dropout=dropout,
     )
     return TanhHead(body)
-
-
-def build_generator(kind: str, dims: int, **kwargs) -> nn.Module:
-    """A generator by name: ``unet`` (Pix2Pix UNet) or ``sa_unet`` (the diffusion SA-UNet without time)."""
-    if kind == "unet":
-        return pix2pix_unet(dims=dims, **kwargs)
-    if kind == "sa_unet":
-        from mr2ct.nets.sa_unet import SAUNet
-
-        return TanhHead(SAUNet(in_channels=1, out_channels=1, dims=dims, time_embedding=False, **kwargs))
-    raise ValueError(f"unknown generator {kind!r}; valid: unet, sa_unet")

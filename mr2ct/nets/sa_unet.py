@@ -17,6 +17,7 @@ GAN generator adds its own output activation.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -280,3 +281,23 @@ class SAUNet(nn.Module):
             x = level.resample(level.features(self._merge(x, skips.pop()), time_emb))
         x = self.final_block(torch.cat([x, stem_features], dim=1), time_emb)
         return self.head(x)
+
+
+@dataclass
+class SAUNetSettings:
+    """The configurable width and attention of an SA-UNet (``model.net`` of the methods built on it); the
+    network checks them when it is built."""
+
+    dim: int = 64
+    dim_mults: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
+    attention: bool = True
+    level_attention: bool = True
+    heads: int = 4
+    dim_head: int = 32
+    groups: int = 8
+
+    def build(self, in_channels: int, out_channels: int, dims: int, time_embedding: bool = True,
+              skip: SkipMode = "concat") -> SAUNet:
+        return SAUNet(in_channels, out_channels, dim=self.dim, dim_mults=tuple(self.dim_mults), attention=self.attention,
+                      level_attention=self.level_attention, heads=self.heads, dim_head=self.dim_head,
+                      groups=self.groups, time_embedding=time_embedding, dims=dims, skip=skip)

@@ -19,11 +19,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from mr2ct.core.runinfo import run_metadata, write_json
+from mr2ct.methods.registry import method_card
 
 log = logging.getLogger("mr2ct")
 
 ABLATION_AXES = {
-    "model": "model.name",
     "registration": "registration.mode",
     "data": "data.name",
     "inference.sampler": "inference.sampler",
@@ -40,8 +40,11 @@ def resolved_config(cfg: DictConfig) -> dict[str, Any]:
 
 
 def ablation_summary(cfg: DictConfig) -> dict[str, Any]:
-    """Flat keys for the axes people compare runs by (W&B columns, table rows)."""
-    return {key: _enum_value(OmegaConf.select(cfg, path)) for key, path in ABLATION_AXES.items()}
+    """Flat keys for the axes people compare runs by (W&B columns, table rows): the method as its card
+    declares it, then the config values of every ablation axis."""
+    card = method_card(cfg.model.name)
+    described = {"model": card.name, "method": card.label, "paired": card.paired, "dims": card.dims}
+    return {**described, **{key: _enum_value(OmegaConf.select(cfg, path)) for key, path in ABLATION_AXES.items()}}
 
 
 def _enum_value(value: Any) -> Any:
@@ -75,7 +78,8 @@ class RunLogger:
                 tags=list(cfg.logger.tags),
                 dir=str(run_dir),
                 mode=os.environ.get("WANDB_MODE", cfg.logger.mode),
-                config={**ablation_summary(cfg), "config": resolved_config(cfg)},
+                config={**ablation_summary(cfg), "card": method_card(cfg.model.name).summary(),
+                        "config": resolved_config(cfg)},
                 reinit="finish_previous",
             )
             self.lightning = WandbLogger(experiment=self.run, save_dir=str(run_dir))
@@ -93,6 +97,7 @@ class RunLogger:
 
         self.run.summary.update(flatten_aggregates(results))
         for dataset, block in results["datasets"].items():
+            self.run.summary[f"{dataset}/other_contrast"] = block["other_contrast"]
             per_slice = block["image_quality"]["per_slice"]
             columns = list(per_slice)
             rows = list(zip(*(per_slice[c] for c in columns)))
@@ -137,21 +142,19 @@ def run_task(cfg: DictConfig, job_type: str, task: Callable[[DictConfig, Path, R
     (run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(config))
     meta = run_metadata(cfg.seed)
     write_json(meta, run_dir / "meta.json")
+    record = {"job_type": job_type, "summary": ablation_summary(cfg), "card": method_card(cfg.model.name).summary(),
+              "meta": meta, "config": config}
     logger: RunLogger | None = None
     exit_code = 1
     try:
         logger = RunLogger(cfg, run_dir, job_type)
-        results = task(cfg, run_dir, logger)
-        results = {"status": "complete", "job_type": job_type, "summary": ablation_summary(cfg), "meta": meta, "config": config, **results}
+        results = {"status": "complete", **record, **task(cfg, run_dir, logger)}
         write_json(results, run_dir / "results.json")
         exit_code = 0
         return objective(results)
     except Exception as error:
-        write_json(
-            {"status": "failed", "job_type": job_type, "summary": ablation_summary(cfg), "meta": meta, "config": config,
-             "error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc()},
-            run_dir / "results.json",
-        )
+        write_json({"status": "failed", **record, "error": f"{type(error).__name__}: {error}",
+                    "traceback": traceback.format_exc()}, run_dir / "results.json")
         if is_multirun():
             log.exception("job failed (recorded in %s); the sweep goes on", run_dir / "results.json")
             return None

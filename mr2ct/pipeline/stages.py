@@ -1,49 +1,47 @@
-"""The stages train and evaluate share: data from config, the method, and the evaluation of a run."""
+"""The stages train and evaluate share: the method, its data, and the scoring of every test set."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from mr2ct.core.config import InferenceConfig
 from mr2ct.data.datamodule import SpineDataModule, TestVolume
 from mr2ct.data.preprocess import REGISTRATION_REPORT, prepare_dataset
+from mr2ct.data.sources import dataset_contrasts
 from mr2ct.methods.base import TranslationModule
-from mr2ct.pipeline.run import flatten_aggregates, resolved_config
+from mr2ct.methods.card import MethodCard
+from mr2ct.methods.registry import method_class
+from mr2ct.pipeline.run import flatten_aggregates
 from mr2ct.registration import median_tre_mm, read_registration_report
 from mr2ct.scoring.baselines import mean_ct_baseline_metrics, mean_training_ct_slice
 from mr2ct.scoring.figures import translation_panel
-from mr2ct.scoring.volumes import (
-    IMAGE_METRICS,
-    dice_summary,
-    evaluate_volumes,
-    image_quality_summary,
-)
+from mr2ct.scoring.volumes import dice_summary, image_quality_summary, score_volumes
 from mr2ct.segment import build_segmenter
 
 log = logging.getLogger("mr2ct")
 
 
 def build_method(cfg: DictConfig) -> TranslationModule:
-    model = resolved_config(cfg)["model"]
-    return get_class(model["target"])(model=model)
+    """The configured method with its settings checked against its card: build it before any data work."""
+    model = OmegaConf.to_container(cfg.model, resolve=True, enum_to_str=True)
+    return method_class(model["name"])(model=model)
 
 
 def inference_settings(cfg: DictConfig) -> InferenceConfig:
     return OmegaConf.to_object(cfg.inference)  # type: ignore[return-value]
 
 
-def prepared_data(cfg: DictConfig) -> tuple[Path, SpineDataModule]:
-    """The cached prepared dataset of ``cfg`` (built on first use) and its data module."""
-    prepared = prepare_dataset(cfg.data, cfg.registration, cfg.preprocess, cfg.paths.cache_dir)
+def prepared_data(cfg: DictConfig, card: MethodCard) -> tuple[Path, SpineDataModule]:
+    """The cached prepared dataset of ``cfg`` for the method of ``card`` (built on first use) and its data module."""
+    prepared = prepare_dataset(cfg.data, cfg.registration, cfg.preprocess, card.dims, cfg.paths.cache_dir)
     log.info("prepared dataset %s (%s registration): %s", cfg.data.name, cfg.registration.mode.value, prepared)
     datamodule = SpineDataModule(
-        prepared, cfg.loader, dims=cfg.model.dims, paired=cfg.model.paired,
+        prepared, cfg.loader, dims=card.dims, paired=card.paired,
         min_spine_pixels=cfg.preprocess.min_spine_pixels, seed=cfg.seed,
     )
     return prepared, datamodule
@@ -55,21 +53,39 @@ def registration_summary(prepared: Path) -> dict[str, Any]:
     return {"median_tre_mm": median_tre_mm(rows), "per_subject": rows}
 
 
-def evaluation_sets(cfg: DictConfig, datamodule: SpineDataModule) -> dict[str, list[TestVolume]]:
-    """The test volumes of the training data's test split and of every extra test set, by dataset name.
+@dataclass
+class TestSet:
+    """One dataset's test volumes; ``other_contrast`` marks a set scored although its MR contrast is not the
+    training data's (a model trained on T1w scored on T2w says little about the method)."""
 
-    Extra sets go through the same registration and preprocessing (cached), so their grids and value
-    ranges match what the model was trained on.
+    volumes: list[TestVolume]
+    contrasts: list[str]
+    other_contrast: bool = False
+
+
+def test_sets(cfg: DictConfig, card: MethodCard, datamodule: SpineDataModule) -> dict[str, TestSet]:
+    """The training data's test split and the extra test sets, by dataset name.
+
+    Extra sets go through the same registration and preprocessing (cached), so their grids and value ranges
+    match what the model was trained on. A set of another MR contrast than the training data is scored
+    only with ``data.score_other_contrasts`` (evaluate: when named in ``test_sets``), and marked.
     """
-    sets = {cfg.data.name: datamodule.test_volumes()}
+    trained_on = datamodule.manifest["contrasts"]
+    sets = {cfg.data.name: TestSet(datamodule.test_volumes(), trained_on)}
     for test_set in cfg.data.test_sets:
-        prepared = prepare_dataset(test_set, cfg.registration, cfg.preprocess, cfg.paths.cache_dir)
-        module = SpineDataModule(prepared, cfg.loader, dims=cfg.model.dims, min_spine_pixels=cfg.preprocess.min_spine_pixels)
-        sets[test_set.name] = module.test_volumes()
+        contrasts = dataset_contrasts(test_set)
+        other = contrasts != trained_on
+        if other and not cfg.data.score_other_contrasts:
+            log.info("not scoring %s: its MR contrast %s is not the training data's %s "
+                     "(data.score_other_contrasts=true scores it)", test_set.name, contrasts, trained_on)
+            continue
+        prepared = prepare_dataset(test_set, cfg.registration, cfg.preprocess, card.dims, cfg.paths.cache_dir)
+        module = SpineDataModule(prepared, cfg.loader, dims=card.dims, min_spine_pixels=cfg.preprocess.min_spine_pixels)
+        sets[test_set.name] = TestSet(module.test_volumes(), contrasts, other)
     return sets
 
 
-def evaluate(
+def score_test_sets(
     cfg: DictConfig, method: TranslationModule, datamodule: SpineDataModule, run_dir: Path, baseline: bool
 ) -> tuple[dict[str, Any], dict[str, Path]]:
     """Translate and segment the test volumes of every test set, write NIfTIs and figures; return the
@@ -78,22 +94,24 @@ def evaluate(
     mean_slice = mean_training_ct_slice(datamodule.train_files, cfg.preprocess.min_spine_pixels) if baseline else None
     datasets: dict[str, Any] = {}
     figures: dict[str, Path] = {}
-    for name, volumes in evaluation_sets(cfg, datamodule).items():
-        log.info("evaluating %s: %d test volumes", name, len(volumes))
-        outputs = evaluate_volumes(
+    for name, test_set in test_sets(cfg, method.card, datamodule).items():
+        volumes = test_set.volumes
+        log.info("scoring %s: %d test volumes", name, len(volumes))
+        outputs = score_volumes(
             method, volumes, inference_settings(cfg), cfg.loader.crop_size, run_dir / "predictions" / name,
             seed=cfg.seed, segmenter=segmenter, progress=cfg.trainer.enable_progress_bar,
         )
         block: dict[str, Any] = {
-            "image_quality": image_quality_summary(outputs),
+            "contrasts": test_set.contrasts,
+            "other_contrast": test_set.other_contrast,
+            "image_quality": image_quality_summary([(o.name, o.per_slice) for o in outputs]),
             "dice": dice_summary(outputs),
             "reference_ct_dice": dice_summary(outputs, "reference_dice"),
         }
         if mean_slice is not None:
             per_volume = mean_ct_baseline_metrics(mean_slice, volumes)
-            block["baseline_mean_ct"] = {
-                "aggregates": {m: float(np.mean(np.concatenate([v[m] for v in per_volume]))) for m in IMAGE_METRICS}
-            }
+            block["baseline_mean_ct"] = {"aggregates": image_quality_summary(
+                [(test.name, metrics) for test, metrics in zip(volumes, per_volume)])["aggregates"]}
         datasets[name] = block
         for test, output in zip(volumes, outputs):
             figures[f"{name}/{test.name}"] = translation_panel(test, output.prediction, run_dir / "figures" / name / f"{test.name}.png")

@@ -62,11 +62,12 @@ def build_figures(tables: dict[str, Table], complete: list[RunRecord], figure_di
 
 
 def build_report(
-    runs: list[RunRecord], out_dir: str | Path, methods: Sequence[str], sources: Sequence[str],
+    runs: list[RunRecord], out_dir: str | Path, methods: dict[str, str], sources: Sequence[str],
     main_registration: str = "two_point", only: Sequence[str] | None = None, figures: bool = True,
     figure_subjects: int = 4,
 ) -> Report:
-    """Write every table (Markdown, CSV, LaTeX, p-values), the runs left out, the figures and index.html."""
+    """Write every table (Markdown, CSV, LaTeX, p-values), the runs left out, the figures and index.html.
+    ``methods`` maps the methods expected in Tables 1-3 to their labels, in table order."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     complete, not_included = split_by_status(runs)

@@ -17,7 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from mr2ct.core.io import Volume, load_nifti, resample_array  # noqa: E402
+from mr2ct.core.io import load_nifti  # noqa: E402
 from mr2ct.core.values import ct_to_model  # noqa: E402
 from mr2ct.report.runs import RunRecord  # noqa: E402
 from mr2ct.report.tables import REGISTRATION_LABELS, REGISTRATION_ORDER  # noqa: E402
@@ -27,17 +27,13 @@ LABEL_COLOURS = plt.get_cmap("tab20")
 
 
 class NativeSubject:
-    """A test subject on its native MR grid: MR (display-normalised), reference CT (model space) and labels."""
+    """A test subject on its native MR grid (the evaluation grid): MR (display-normalised), reference CT
+    (model space) and labels, as the prepared test record holds them."""
 
     def __init__(self, record_path: Path):
         with np.load(record_path) as record:
-            affine, shape = record["mr_affine"], tuple(int(s) for s in record["mr_shape"])
-            prepared = record["affine"]
-            self.ct = resample_array(Volume(record["ct"], prepared), affine, shape, order=1).array
-            self.seg = resample_array(Volume(record["seg"], prepared), affine, shape, order=0).array
-            mr_path = str(record["mr_path"])
-        mr = load_nifti(mr_path)[0].array.astype(np.float32)
-        self.mr = mr / max(float(np.percentile(mr, 99.5)), 1e-6)
+            self.ct, self.seg = record["reference_ct"], record["reference_seg"]
+            self.mr = (record["reference_mr"] + 1.0) / 2.0
         self.name = record_path.stem
         self.index = spine_centre_slice(self.seg)
 

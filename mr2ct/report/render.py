@@ -67,15 +67,24 @@ def csv_columns(table: Table) -> list[str]:
     return [f"{g.key}/{m.key}" for g, m in table.columns]
 
 
+def key_columns(table: Table) -> list[str]:
+    """The row-key fields of any row (method, registration, inference settings), in first-seen order."""
+    return list(dict.fromkeys(field for row in table.rows for field, _ in row.key))
+
+
 def to_csv(table: Table) -> str:
-    """Full-precision values; 'runs' and the columns where the row holds a best value."""
+    """Full-precision values, each row's key fields (empty where a setting does not apply to the method),
+    'runs' and the columns where the row holds a best value."""
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["row", *csv_columns(table), "runs", "best"])
+    keys = key_columns(table)
+    writer.writerow(["row", *keys, *csv_columns(table), "runs", "best"])
     for row in table.rows:
+        fields = dict(row.key)
+        settings = ["" if fields.get(k) is None else str(fields[k]) for k in keys]
         values = ["" if c.value is None else repr(c.value) for c in row.cells]
         best = ";".join(name for name, c in zip(csv_columns(table), row.cells) if c.best)
-        writer.writerow([row.label, *values, runs_text(row, table), best])
+        writer.writerow([row.label, *settings, *values, runs_text(row, table), best])
     return out.getvalue()
 
 

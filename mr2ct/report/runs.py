@@ -36,7 +36,7 @@ class RunRecord:
     run_dir: Path | None = None  # local run dir (predictions, figures); None when not on this machine
     prepared_dataset: str | None = None
     reason: str | None = None  # why a run that is not complete is left out
-    sampling: bool = False  # the method samples (diffusion): its inference settings belong in row labels
+    card: dict[str, Any] = field(default_factory=dict)  # the method's card as the run recorded it
 
     @property
     def complete(self) -> bool:
@@ -68,14 +68,9 @@ def find_run_dirs(patterns: Sequence[str]) -> list[Path]:
     return list(found)
 
 
-def is_sampling_method(config: dict[str, Any]) -> bool:
-    """Whether the run's method draws samples (a diffusion model has a number of timesteps)."""
-    return "timesteps" in ((config.get("model") or {}).get("extra") or {})
-
-
 def summary_from_config(config: dict[str, Any]) -> dict[str, Any]:
     """The ablation summary (as results.json has it) read from a resolved config."""
-    summary = {}
+    summary = {"model": (config.get("model") or {}).get("name")}
     for key, path in ABLATION_AXES.items():
         node: Any = config
         for part in path.split("."):
@@ -97,8 +92,7 @@ def read_run_dir(run_dir: Path) -> RunRecord:
         return RunRecord(str(run_dir), "incomplete", None, {}, run_dir=run_dir, reason=f"{RESULTS} unreadable: {error}")
     status = results.get("status", "incomplete")
     summary = results.get("summary") or summary_from_config(results.get("config", {}))
-    common = dict(job_type=results.get("job_type"), summary=summary, run_dir=run_dir,
-                  sampling=is_sampling_method(results.get("config", {})))
+    common = dict(job_type=results.get("job_type"), summary=summary, run_dir=run_dir, card=results.get("card") or {})
     if status == "complete" and results.get("datasets"):
         return RunRecord(str(run_dir), "complete", datasets=results["datasets"],
                          prepared_dataset=results.get("prepared_dataset"), **common)
@@ -135,6 +129,8 @@ def datasets_from_wandb_summary(summary: dict[str, Any], read_table: Any) -> dic
             block["image_quality"]["aggregates"][parts[1]] = value
         elif len(parts) == 2 and parts[1].startswith("dice_"):
             block.setdefault("dice", {"aggregates": {}})["aggregates"][parts[1].removeprefix("dice_")] = value
+        elif len(parts) == 2 and parts[1] == "other_contrast":
+            block["other_contrast"] = bool(value)
         elif len(parts) == 2 and parts[1] == "per_slice" and isinstance(value, dict):
             table = read_table(value)
             if table is not None:
@@ -163,21 +159,23 @@ def collect_wandb(api: Any, project: str, group: str | None, entity: str | None 
     records = []
     for run in api.runs(path, filters=filters):
         config = dict(run.config)
-        summary = {key: config.get(key) for key in ABLATION_AXES}
+        summary = {key: config.get(key) for key in ("model", *ABLATION_AXES)}
+        card = config.get("card") or {}
         local = (config.get("config") or {}).get("paths", {}).get("output_dir")
         run_dir = Path(local) if local and Path(local).is_dir() else None
         name = "/".join(run.path) if getattr(run, "path", None) else run.id
         status = WANDB_STATES.get(run.state, "incomplete")
         if status != "complete":
-            records.append(RunRecord(name, status, run.job_type, summary, run_dir=run_dir, reason=f"W&B state {run.state}"))
+            records.append(RunRecord(name, status, run.job_type, summary, run_dir=run_dir, reason=f"W&B state {run.state}",
+                                     card=card))
             continue
         datasets = datasets_from_wandb_summary(dict(run.summary.items()), wandb_table_reader(run))
         if not datasets:
-            records.append(RunRecord(name, "incomplete", run.job_type, summary, run_dir=run_dir, reason="no results in the W&B summary"))
+            records.append(RunRecord(name, "incomplete", run.job_type, summary, run_dir=run_dir,
+                                     reason="no results in the W&B summary", card=card))
             continue
         prepared = _results_field(run_dir, "prepared_dataset")
-        records.append(RunRecord(name, "complete", run.job_type, summary, datasets, run_dir, prepared,
-                                 sampling=is_sampling_method(config.get("config") or {})))
+        records.append(RunRecord(name, "complete", run.job_type, summary, datasets, run_dir, prepared, card=card))
     return records
 
 

@@ -2,8 +2,9 @@
 and paired t-tests: of the best row against every other row, or (registration ablation) of each method's
 2-landmark row against its 1- and 0-landmark rows.
 
-Rows are configurations: method, registration and inference settings; several runs of one configuration
-(seeds) are averaged and counted. Columns are grouped by the data the model was trained on and the test set
+Rows are configurations: method, registration and the inference settings the method's card says it reads;
+several runs of one configuration (seeds) are averaged and counted. Labels come from the cards, so a new
+method needs no change here. Columns are grouped by the data the model was trained on and the test set
 it was scored on. Per-sample values (per slice for image quality, per volume or per vertebra for Dice) are
 averaged over a row's runs sample by sample and feed the paired t-tests.
 """
@@ -18,22 +19,9 @@ import numpy as np
 from mr2ct.metrics.stats import TTestResult, paired_ttest
 from mr2ct.report.runs import RunRecord
 
-ROW_FIELDS = ("model", "registration", "inference.sampler", "inference.t", "inference.eta", "inference.w", "inference.samples")
-INFERENCE_FIELDS = ROW_FIELDS[2:]
+METHOD_FIELDS = ("model", "registration")
 REGISTRATION_ORDER = ("none", "one_point", "two_point")
 REGISTRATION_LABELS = {"none": "no registration", "one_point": "1 landmark", "two_point": "2 landmarks"}
-METHOD_LABELS = {
-    "pix2pix": "Pix2Pix UNet",
-    "pix2pix_sa_unet": "Pix2Pix SA-UNet",
-    "cut": "CUT ResNet (unpaired)",
-    "cut_sa_unet": "CUT SA-UNet (unpaired)",
-    "syndiff": "SynDiff (unpaired)",
-    "ddim_noise": "DDIM noise",
-    "ddim_image": "DDIM image",
-    "pix2pix_3d": "Pix2Pix 3D",
-    "ddim_noise_3d": "DDIM 3D noise",
-    "ddim_image_3d": "DDIM 3D image",
-}
 
 RowKey = tuple[tuple[str, Any], ...]
 
@@ -66,10 +54,12 @@ PSNR = IMAGE_QUALITY[2]
 
 @dataclass(frozen=True)
 class ColumnGroup:
-    """Runs trained on ``train_data`` scored on the test set ``dataset``."""
+    """Runs trained on ``train_data`` scored on the test set ``dataset`` (``other_contrast``: an MR contrast
+    the models were not trained on, scored only when asked)."""
 
     train_data: str
     dataset: str
+    other_contrast: bool = False
 
     @property
     def key(self) -> str:
@@ -77,7 +67,9 @@ class ColumnGroup:
 
     @property
     def label(self) -> str:
-        return self.dataset if self.dataset == self.train_data else f"{self.dataset} (model: {self.train_data})"
+        if self.dataset == self.train_data:
+            return self.dataset
+        return f"{self.dataset} (model: {self.train_data}{', other contrast' if self.other_contrast else ''})"
 
 
 @dataclass
@@ -169,44 +161,33 @@ def make_cell(runs: list[RunRecord], group: ColumnGroup, metric: Metric) -> Cell
 
 # ---------------------------------------------------------------------------------------------- rows
 def row_key(run: RunRecord) -> RowKey:
-    return tuple((f, run.summary.get(f)) for f in ROW_FIELDS)
+    """Method and registration, plus the inference settings the method's card says it reads."""
+    fields = (*METHOD_FIELDS, *(f"inference.{setting}" for setting in run.card.get("reads", ())))
+    return tuple((f, run.summary.get(f)) for f in fields)
 
 
 def format_number(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def inference_label(key: dict[str, Any]) -> str:
-    """The paper's way of naming inference settings: 'η=1, t=20, w=0', or 'DDPM t=1000'."""
-    if key.get("inference.sampler") == "ddpm":
-        text = f"DDPM t={format_number(key['inference.t'])}, w={format_number(key['inference.w'])}"
-    else:
-        text = f"η={format_number(key['inference.eta'])}, t={format_number(key['inference.t'])}, w={format_number(key['inference.w'])}"
-    samples = key.get("inference.samples")
+def settings_label(fields: dict[str, Any]) -> str:
+    """The paper's way of naming the inference settings a row has: 'η=1, t=20, w=0', 'DDPM t=1000, w=0'."""
+    ddpm = fields.get("inference.sampler") == "ddpm"
+    named = (("η", "eta"), ("t", "t"), ("w", "w"))
+    parts = [f"{symbol}={format_number(fields[f'inference.{key}'])}" for symbol, key in named
+             if f"inference.{key}" in fields and not (ddpm and key == "eta")]
+    text = ("DDPM " if ddpm else "") + ", ".join(parts)
+    samples = fields.get("inference.samples")
     return text + (f", {samples} samples" if samples not in (None, 1) else "")
 
 
-def method_label(model: str | None) -> str:
-    return METHOD_LABELS.get(model or "", model or "?")
-
-
-def row_labels(keys: list[RowKey], sampling: dict[str, bool], show_registration: bool) -> dict[RowKey, str]:
-    """Method, plus inference settings for sampling methods and wherever a method's rows differ in them,
-    plus the registration when asked."""
-    by_model: dict[Any, set] = {}
-    for key in keys:
-        fields = dict(key)
-        by_model.setdefault(fields["model"], set()).add(tuple(fields[f] for f in INFERENCE_FIELDS))
-    labels = {}
-    for key in keys:
-        fields = dict(key)
-        label = method_label(fields["model"])
-        if sampling.get(fields["model"]) or len(by_model[fields["model"]]) > 1:
-            label += f" {inference_label(fields)}"
-        if show_registration:
-            label += f", {REGISTRATION_LABELS.get(fields['registration'], fields['registration'])}"
-        labels[key] = label
-    return labels
+def row_label(fields: dict[str, Any], method_label: str, show_registration: bool) -> str:
+    """The card's label, the inference settings the card reads, and the registration when asked."""
+    settings = settings_label(fields)
+    label = f"{method_label} {settings}" if settings else method_label
+    if show_registration:
+        label += f", {REGISTRATION_LABELS.get(fields.get('registration'), fields.get('registration'))}"
+    return label
 
 
 def row_sort_key(fields: dict[str, Any], method_order: Sequence[str]) -> tuple:
@@ -215,23 +196,25 @@ def row_sort_key(fields: dict[str, Any], method_order: Sequence[str]) -> tuple:
     return (
         method_order.index(model) if model in method_order else len(method_order), str(model),
         REGISTRATION_ORDER.index(registration) if registration in REGISTRATION_ORDER else len(REGISTRATION_ORDER),
-        tuple(str(fields.get(f)) for f in INFERENCE_FIELDS),
+        tuple((f, str(v)) for f, v in fields.items() if f.startswith("inference.")),
     )
 
 
 # ---------------------------------------------------------------------------------------------- tables
 def column_groups(runs: list[RunRecord], own_test_only: bool) -> list[ColumnGroup]:
     """(training data, test set) pairs in the runs: each training data's own test split first."""
-    groups: dict[ColumnGroup, None] = {}
+    groups: dict[tuple[str, str], bool] = {}
     train_data = list(dict.fromkeys(r.summary.get("data") for r in runs))
     for data in sorted(train_data, key=lambda d: (d not in ("phantom_t1w", "phantom_t2w"), str(d))):
-        groups[ColumnGroup(data, data)] = None
+        groups[(data, data)] = False
         if not own_test_only:
             for run in runs:
                 if run.summary.get("data") == data:
-                    for dataset in run.datasets:
-                        groups[ColumnGroup(data, dataset)] = None
-    return [g for g in groups if any(g.dataset in r.datasets for r in runs if r.summary.get("data") == g.train_data)]
+                    for dataset, block in run.datasets.items():
+                        groups[(data, dataset)] = groups.get((data, dataset), False) or bool(block.get("other_contrast"))
+    present = [(data, dataset) for data, dataset in groups
+               if any(dataset in r.datasets for r in runs if r.summary.get("data") == data)]
+    return [ColumnGroup(data, dataset, groups[(data, dataset)]) for data, dataset in present]
 
 
 def build_table(
@@ -240,32 +223,34 @@ def build_table(
     runs: list[RunRecord],
     metrics: Sequence[Metric],
     expected: Sequence[dict[str, Any]],
-    method_order: Sequence[str],
+    method_labels: dict[str, str],
     own_test_only: bool = True,
     show_registration: bool = False,
     note: str = "",
     within_method_registration_tests: bool = False,
 ) -> Table:
     """Group complete runs into rows, fill the cells, add a 'no runs' row for every expected configuration
-    (a partial row key such as {"model": "cut"}) that no run matches, mark the best values, run the tests."""
+    (a partial row key such as {"model": "cut"}) that no run matches, mark the best values, run the tests.
+
+    Row labels come from the runs' cards; ``method_labels`` (method name -> label, in table order) names
+    the expected rows without runs and orders the rows.
+    """
     grouped: dict[RowKey, list[RunRecord]] = {}
     for run in sorted(runs, key=lambda r: r.name):
         grouped.setdefault(row_key(run), []).append(run)
     groups = column_groups(runs, own_test_only)
-    sampling = {r.summary.get("model"): r.sampling for r in runs}
-    labels = row_labels(list(grouped), sampling, show_registration)
-    rows = [
-        Row(labels[key], key, members, [make_cell(members, g, m) for g in groups for m in metrics])
-        for key, members in grouped.items()
-    ]
+    rows = []
+    for key, members in grouped.items():
+        fields = dict(key)
+        label = members[0].card.get("label") or method_labels.get(fields["model"]) or str(fields["model"])
+        rows.append(Row(row_label(fields, label, show_registration), key, members,
+                        [make_cell(members, g, m) for g in groups for m in metrics]))
     for partial in expected:
         if not any(all(dict(row.key).get(f) == v for f, v in partial.items()) for row in rows):
-            fields = {f: partial.get(f) for f in ROW_FIELDS}
-            label = method_label(partial.get("model"))
-            if show_registration:
-                label += f", {REGISTRATION_LABELS.get(partial.get('registration'), partial.get('registration'))}"
+            fields = {f: partial.get(f) for f in METHOD_FIELDS}
+            label = row_label(fields, method_labels.get(fields["model"], str(fields["model"])), show_registration)
             rows.append(Row(label, tuple(fields.items()), [], [Cell(None, 0, None) for _ in groups for _ in metrics]))
-    rows.sort(key=lambda row: row_sort_key(dict(row.key), method_order))
+    rows.sort(key=lambda row: row_sort_key(dict(row.key), list(method_labels)))
     if not rows:
         rows.append(Row("no runs of this kind", (), [], []))
     table = Table(name, title, groups, metrics, rows, note)
@@ -356,12 +341,13 @@ def is_job(run: RunRecord, job_type: str) -> bool:
 
 
 def paper_tables(
-    runs: list[RunRecord], methods: Sequence[str], main_registration: str = "two_point"
+    runs: list[RunRecord], methods: dict[str, str], main_registration: str = "two_point"
 ) -> dict[str, Table]:
-    """Tables 1-3 (train runs with the main registration), S1/S2 (evaluate runs: the inference ablation)
-    and the registration ablation (train runs, method x registration)."""
+    """Tables 1-3 (train runs with the main registration), S1/S2 (evaluate runs of methods whose card reads
+    inference settings: the inference ablation) and the registration ablation (train runs, method x
+    registration). ``methods`` maps the expected methods' names to their labels, in table order."""
     main = [r for r in runs if is_job(r, "train") and r.summary.get("registration") == main_registration]
-    evaluated = [r for r in runs if is_job(r, "evaluate")]
+    evaluated = [r for r in runs if is_job(r, "evaluate") and r.card.get("reads")]
     trained = [r for r in runs if is_job(r, "train")]
     expected = [{"model": m} for m in methods]
     ablated = sorted({r.summary.get("model") for r in trained}, key=str)

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
+from mr2ct.core.io import Volume
 from mr2ct.core.values import BACKGROUND
 from mr2ct.data.datamodule import TestVolume
-from mr2ct.metrics.image import image_metrics_volume
+from mr2ct.scoring.volumes import image_quality, on_evaluation_grid
 
 
 def mean_training_ct_slice(train_files: list[Path], min_spine_pixels: int) -> np.ndarray:
@@ -42,9 +43,11 @@ def centre_fit(canvas: np.ndarray, shape: tuple[int, int], fill: float = BACKGRO
 
 
 def mean_ct_baseline_metrics(mean_slice: np.ndarray, volumes: list[TestVolume]) -> list[dict[str, np.ndarray]]:
-    """Per-slice image metrics of predicting the mean training CT slice for every test slice."""
+    """Per-slice image metrics of predicting the mean training CT slice for every slice of the prepared
+    grid, scored like any method's prediction (on the evaluation grid)."""
     results = []
     for test in volumes:
         prediction = np.broadcast_to(centre_fit(mean_slice, test.mr.shape[1:]), test.mr.shape)
-        results.append(image_metrics_volume(np.ascontiguousarray(prediction), test.ct, test.seg))
+        on_grid = on_evaluation_grid(Volume(np.ascontiguousarray(prediction), test.affine), test.reference)
+        results.append(image_quality(on_grid, test.reference))
     return results

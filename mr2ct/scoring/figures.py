@@ -24,9 +24,11 @@ def spine_centre_slice(seg: np.ndarray) -> int:
 
 
 def translation_panel(test: TestVolume, prediction: np.ndarray, path: Path) -> Path:
-    """MR | synthetic CT | reference CT | |difference| on the spine's mid-sagittal slice, as a PNG."""
-    index = spine_centre_slice(test.seg)
-    images = [test.mr, prediction, test.ct, np.abs(prediction - test.ct)]
+    """MR | synthetic CT | reference CT | |difference| on the spine's mid-sagittal slice of the evaluation
+    grid (``prediction`` lies on it), as a PNG."""
+    reference = test.reference
+    index = spine_centre_slice(reference.seg)
+    images = [reference.mr, prediction, reference.ct, np.abs(prediction - reference.ct)]
     titles = ["MR", "synthetic CT", "reference CT", "|difference|"]
     fig, axes = plt.subplots(1, 4, figsize=(12, 4.5))
     for ax, image, title in zip(axes, images, titles):

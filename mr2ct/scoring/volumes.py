@@ -1,7 +1,10 @@
-"""Evaluation of a trained method on whole test volumes: translate, write NIfTIs, compute metrics.
+"""Scoring of a trained method on whole test volumes: translate, write NIfTIs, compute metrics.
 
 Used by both ``mr2ct.train`` (after fitting) and ``mr2ct.evaluate`` (any checkpoint, any inference
-settings), so every number in results.json is computed by the same code.
+settings), so every number in results.json is computed by the same code. Every prediction, whatever grid
+its method translates on (2D slices at the training spacing, 3D isotropic volumes), is first resampled onto
+the test subject's evaluation grid, its native MR grid, and scored there against the reference: all
+methods score the same pixels, and the 10 mm mask means the same millimetres for all.
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mr2ct.core.config import InferenceConfig
-from mr2ct.core.io import Volume, resample_array, save_like
-from mr2ct.core.values import HU_SCALE, model_to_ct
-from mr2ct.data.datamodule import TestVolume
+from mr2ct.core.io import Volume
+from mr2ct.core.values import model_to_ct
+from mr2ct.data.datamodule import Reference, TestVolume
+from mr2ct.inference.outputs import onto_mr_grid, write_on_mr_header
 from mr2ct.inference.volume import translate_volume
 from mr2ct.methods.base import TranslationModule
 from mr2ct.metrics.dice import SegmentationDice, mean_over_vertebrae, segmentation_dice
@@ -29,22 +33,32 @@ IMAGE_METRICS = ("l1", "mse", "psnr", "ssim", "vifp")
 
 @dataclass
 class VolumeResult:
-    """One test volume's translation (model space, prepared grid), its per-slice image metrics and the
-    Dice of the CT segmenter on the synthetic CT and on the reference CT (the upper bound)."""
+    """One test volume's translation (model space, on the evaluation grid), its per-slice image metrics and
+    the Dice of the CT segmenter on the synthetic CT and on the reference CT (the upper bound)."""
 
     name: str
     prediction: np.ndarray
-    std: np.ndarray | None
     per_slice: dict[str, np.ndarray] = field(default_factory=dict)
     dice: SegmentationDice | None = None
     reference_dice: SegmentationDice | None = None
 
 
-def evaluate_volumes(
+def on_evaluation_grid(prediction: Volume, reference: Reference) -> np.ndarray:
+    """A model-space prediction on any grid of the subject's space, resampled onto the evaluation grid."""
+    return onto_mr_grid(prediction, Volume(reference.ct, reference.affine), labels=False).array
+
+
+def image_quality(prediction: np.ndarray, reference: Reference) -> dict[str, np.ndarray]:
+    """Per-slice image metrics of a prediction on the evaluation grid (mask radius in mm of that grid)."""
+    spacing = Volume(reference.ct, reference.affine).spacing
+    return image_metrics_volume(prediction, reference.ct, reference.seg, spacing=(spacing[1], spacing[2]))
+
+
+def score_volumes(
     method: TranslationModule,
     volumes: list[TestVolume],
     inference: InferenceConfig,
-    roi_size: int,
+    crop_size: int,
     out_dir: Path,
     seed: int,
     segmenter: Segmenter | None = None,
@@ -54,32 +68,30 @@ def evaluate_volumes(
     segmenter, segment the synthetic and the reference CT and score both against the ground truth."""
     results = []
     for index, test in enumerate(tqdm(volumes, desc="translate test volumes", disable=not progress)):
-        translation = translate_volume(method, test.mr, inference, roi_size, seed=seed + index)
-        write_on_mr_header(model_to_ct(translation.mean), test, out_dir / f"{test.name}_sct.nii.gz", order=1)
+        translation = translate_volume(method, test.mr, inference, crop_size, seed=seed + index)
+        reference = test.reference
+        prediction = on_evaluation_grid(Volume(translation.mean, test.affine), reference)
+        on_grid = Volume(prediction, reference.affine)
+        mr_image = nib.load(test.mr_path)
+        write_on_mr_header(on_grid, mr_image, out_dir / f"{test.name}_sct.nii.gz", "ct")
         if translation.std is not None:
-            write_on_mr_header(translation.std * HU_SCALE, test, out_dir / f"{test.name}_sct_std.nii.gz", order=1)
-        result = VolumeResult(test.name, translation.mean, translation.std, image_metrics_volume(translation.mean, test.ct, test.seg))
+            write_on_mr_header(Volume(translation.std, test.affine), mr_image, out_dir / f"{test.name}_sct_std.nii.gz", "std")
+        result = VolumeResult(test.name, prediction, image_quality(prediction, reference))
         if segmenter is not None:
-            labels, result.dice = segment_and_score(segmenter, translation.mean, test)
-            write_on_mr_header(labels, test, out_dir / f"{test.name}_sct_seg.nii.gz", order=0)
-            _, result.reference_dice = segment_and_score(segmenter, test.ct, test)
+            labels, result.dice = segment_and_score(segmenter, prediction, reference)
+            write_on_mr_header(Volume(labels, reference.affine), mr_image, out_dir / f"{test.name}_sct_seg.nii.gz", "labels")
+            _, result.reference_dice = segment_and_score(segmenter, reference.ct, reference)
         results.append(result)
     return results
 
 
-def segment_and_score(segmenter: Segmenter, ct_model: np.ndarray, test: TestVolume) -> tuple[np.ndarray, SegmentationDice]:
-    """Segment a CT (model space, prepared grid); Dice against the volume's ground-truth labels."""
-    segmentation = segmenter.segment(Volume(model_to_ct(ct_model).astype(np.float32), test.affine))
+def segment_and_score(segmenter: Segmenter, ct_model: np.ndarray, reference: Reference) -> tuple[np.ndarray, SegmentationDice]:
+    """Segment a CT (model space, on the evaluation grid); Dice against the ground-truth labels."""
+    segmentation = segmenter.segment(Volume(model_to_ct(ct_model).astype(np.float32), reference.affine))
     labels = segmentation.labels.array
     subregions = None if segmentation.subregions is None else segmentation.subregions.array
-    dice = segmentation_dice(labels, test.seg, subregions, test.subreg if subregions is not None else None)
+    dice = segmentation_dice(labels, reference.seg, subregions, reference.subreg if subregions is not None else None)
     return labels, dice
-
-
-def write_on_mr_header(array: np.ndarray, test: TestVolume, path: Path, order: int) -> Path:
-    """Resample an array from the prepared grid back to the subject's native MR grid and write it there."""
-    native = resample_array(Volume(array, test.affine), test.mr_affine, tuple(test.mr_shape), order=order)
-    return save_like(native.array, nib.load(str(test.mr_path)), path, dtype=np.float32 if order else np.int16)
 
 
 def dice_summary(results: list[VolumeResult], attribute: str = "dice") -> dict[str, Any]:
@@ -111,14 +123,14 @@ def dice_summary(results: list[VolumeResult], attribute: str = "dice") -> dict[s
     return {"aggregates": aggregates, "per_volume": per_volume, "per_vertebra": per_vertebra}
 
 
-def image_quality_summary(results: list[VolumeResult]) -> dict[str, Any]:
-    """Per-slice arrays (for paired tests) and their means, over all slices of all volumes."""
+def image_quality_summary(per_volume: list[tuple[str, dict[str, np.ndarray]]]) -> dict[str, Any]:
+    """Per-slice arrays (for paired tests) and their means, over all slices of all (name, metrics) volumes."""
     per_slice: dict[str, list] = {"subject": [], "slice": []}
-    for result in results:
-        n = len(result.per_slice["slice_index"])
-        per_slice["subject"] += [result.name] * n
-        per_slice["slice"] += [int(i) for i in result.per_slice["slice_index"]]
+    for name, metrics in per_volume:
+        n = len(metrics["slice_index"])
+        per_slice["subject"] += [name] * n
+        per_slice["slice"] += [int(i) for i in metrics["slice_index"]]
         for metric in IMAGE_METRICS:
-            per_slice.setdefault(metric, []).extend(float(v) for v in result.per_slice[metric])
+            per_slice.setdefault(metric, []).extend(float(v) for v in metrics[metric])
     aggregates = {metric: float(np.mean(per_slice[metric])) for metric in IMAGE_METRICS if per_slice.get(metric)}
     return {"aggregates": aggregates, "per_slice": per_slice}
