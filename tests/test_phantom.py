@@ -14,8 +14,15 @@ from scipy import ndimage
 
 from mr2ct.core.config import PhantomConfig, PhantomPreset
 from mr2ct.core.io import lps_to_ras
-from mr2ct.core.labels import BODY, SPINOUS_PROCESS, SUBREGIONS, region_ids
-from mr2ct.phantom import contrast, generate_subject
+from mr2ct.core.labels import (
+    BODY,
+    SACRUM,
+    SPINOUS_PROCESS,
+    SUBREGIONS,
+    region_ids,
+    vertebra_mask,
+)
+from mr2ct.phantom import anatomy, contrast, generate_subject
 from mr2ct.phantom.generate import (
     assign_splits,
     landmarks_from_labels,
@@ -24,7 +31,7 @@ from mr2ct.phantom.generate import (
     write_subject,
 )
 from mr2ct.phantom.pose import MAX_VERTEBRA_ROTATION_DEG, MAX_VERTEBRA_TRANSLATION_MM
-from mr2ct.phantom.render import Grid, Tissue, render
+from mr2ct.phantom.render import BONE_TISSUES, Grid, LabelMaps, Tissue, render
 
 CONFIG = PhantomConfig(subjects=3, seed=5, landmark_noise_mm=0.0)
 REQUIRED_SUBREGIONS = set(SUBREGIONS)  # body, arch, spinous, both transverse and all four articular processes
@@ -33,6 +40,14 @@ REQUIRED_SUBREGIONS = set(SUBREGIONS)  # body, arch, spinous, both transverse an
 @pytest.fixture(scope="module")
 def subjects():
     return [generate_subject(CONFIG, index) for index in range(CONFIG.subjects)]
+
+
+@pytest.fixture(scope="module")
+def fused_subject():
+    """A lumbar subject with a block vertebra (two lumbar vertebrae fused)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(anatomy, "FUSION_RATE", 1.0)
+        return generate_subject(replace(CONFIG, subjects=1), 0)
 
 
 @pytest.fixture(scope="module")
@@ -58,20 +73,22 @@ def apply(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
 def test_every_vertebra_has_its_id_and_subregions_in_ct_and_mr(subjects):
     for subject in subjects:
         for seg, subreg in ((subject.ct_seg, subject.ct_subreg), (subject.mr_seg, subject.mr_subreg)):
-            assert set(np.unique(seg.array)) - {0} == set(region_ids("lumbar"))
+            assert set(np.unique(seg.array)) - {0} == set(region_ids("lumbar")) | {SACRUM}
             for vertebra in region_ids("lumbar"):
                 present = set(np.unique(subreg.array[seg.array == vertebra]))
                 assert REQUIRED_SUBREGIONS <= present, (subject.name, vertebra, present)
-            # subregions label exactly the bone voxels
-            assert np.array_equal(seg.array > 0, subreg.array > 0)
+            # subregions label exactly the vertebra voxels (the sacrum has none)
+            assert np.array_equal(vertebra_mask(seg.array), subreg.array > 0)
 
 
-def test_neighbouring_vertebrae_never_touch(subjects):
-    for subject in subjects:
+def test_neighbouring_vertebrae_never_touch_unless_fused(subjects, fused_subject):
+    for subject in (*subjects, fused_subject):
+        fused = [v for v, disc in subject.anatomy.discs.items() if disc.fused]
         for seg in (subject.ct_seg.array, subject.mr_seg.array):
             for vertebra in region_ids("lumbar")[:-1]:
                 grown = ndimage.binary_dilation(seg == vertebra, np.ones((3, 3, 3), bool))
-                assert not np.any(grown & (seg == vertebra + 1)), (subject.name, vertebra)
+                assert np.any(grown & (seg == vertebra + 1)) == (vertebra in fused), (subject.name, vertebra)
+    assert any(disc.fused for disc in fused_subject.anatomy.discs.values())
 
 
 def test_ct_landmarks_are_ct_label_centres_of_mass(subjects):
@@ -96,7 +113,7 @@ def test_mr_landmarks_are_mr_label_centres_of_mass(subjects):
     crop[:3, 3] = subject.mr.index_to_ras([0, 0, first])
     fine_grid = thin_slices(Grid((subject.mr.shape[0], subject.mr.shape[1], 80), crop), replace(contrast.T1W, sub_slices=7))
     fine = render(subject.anatomy, fine_grid)
-    on_fine_grid = landmarks_from_labels(np.where(fine.vertebra == 22, 22, 0), fine.subregion, fine_grid.affine)
+    on_fine_grid = landmarks_from_labels(np.where(fine.bone == 22, 22, 0), fine.subregion, fine_grid.affine)
     for kind, point in subject.mr_landmarks[22].items():
         assert np.linalg.norm(on_fine_grid[22][kind] - point) < 0.5
 
@@ -215,7 +232,7 @@ def test_external_and_corrected_share_images_but_external_labels_exceed_the_bone
     assert np.array_equal(external.mr.array, corrected.mr.array)
     assert np.array_equal(external.ct.array, corrected.ct.array)
     assert not np.allclose(external.mr.spacing, [contrast.T1W.slice_mm, contrast.T1W.inplane_mm, contrast.T1W.inplane_mm])
-    bone = np.isin(corrected.mr_tissue.array, [Tissue.CORTICAL, Tissue.CANCELLOUS, Tissue.POSTERIOR_MARROW])
+    bone = np.isin(corrected.mr_tissue.array, BONE_TISSUES)
     assert np.array_equal(corrected.mr_seg.array > 0, bone)
     assert (external.mr_seg.array > 0).sum() > 1.2 * (corrected.mr_seg.array > 0).sum()
     assert np.all(external.mr_seg.array[bone] == corrected.mr_seg.array[bone])
@@ -233,7 +250,7 @@ def test_landmark_noise_moves_only_mr_landmarks(subjects):
 
 
 def test_thick_slices_average_thin_ones_and_background_noise_is_rician():
-    protocol = replace(contrast.T1W, bias=0.0, noise=0.0)
+    protocol = replace(contrast.T1W, bias=0.0, noise=0.0, kspace_fraction=1.0)
     thin = np.arange(3 * 4 * 5, dtype=np.float32).reshape(3, 4, 5).repeat(2, axis=0) * 10
     thin[1::3] += 30.0  # the sub-slices of one slice differ
     thick = contrast.acquire_mr(thin, protocol, np.random.default_rng(0))
@@ -288,16 +305,17 @@ def test_command_line_writes_the_subject_layout_with_previews(tmp_path):
 
 
 def test_degenerated_nucleus_darkens_towards_the_annulus_in_t2w_only_partly_in_t1w():
-    tissue = np.array([Tissue.NUCLEUS, Tissue.NUCLEUS, Tissue.ANNULUS, Tissue.CANCELLOUS], np.uint8)
-    disc = np.array([3, 4, 3, 0], np.uint8)
-    vertebra = np.array([0, 0, 0, 7], np.uint8)
+    maps = LabelMaps(tissue=np.array([Tissue.NUCLEUS, Tissue.NUCLEUS, Tissue.ANNULUS, Tissue.CANCELLOUS], np.uint8),
+                     bone=np.array([0, 0, 0, 7], np.uint8), subregion=np.array([0, 0, 0, BODY], np.uint8),
+                     disc=np.array([3, 4, 3, 0], np.uint8), trabecular=np.zeros(4, np.float32),
+                     marrow=np.zeros(4, np.float32))
     degeneration = np.zeros(256, np.float32)
     degeneration[4] = 1.0
     fractured = np.zeros(256, np.float32)
     fractured[7] = 1.0
     for protocol in (contrast.T1W, contrast.T2W):
         lut = contrast.tissue_lut(protocol.intensities)
-        signal = contrast.mr_signal(tissue, vertebra, disc, lut, degeneration, fractured, protocol)
+        signal = contrast.mr_signal(maps, lut, degeneration, fractured, protocol)
         healthy, annulus = protocol.intensities[Tissue.NUCLEUS], protocol.intensities[Tissue.ANNULUS]
         weight = protocol.degeneration_darkening
         assert signal[0] == pytest.approx(healthy)

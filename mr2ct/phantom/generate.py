@@ -1,7 +1,8 @@
 """Generate phantom subjects in memory and write them in the subject layout (README, "Data layout").
 
-A subject is fully determined by (config, index): its random stream is seeded from (seed, index, dataset
-family), where external and external_corrected share a family so they hold the same images.
+A subject is fully determined by (config, index): its random streams (anatomy, pose, tissue values,
+acquisition noise, landmark noise) are spawned from (seed, index, dataset family), where external and
+external_corrected share a family so they hold the same images.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from mr2ct.core.subjects import MANIFEST, Landmarks, TrueTransform, write_landma
 from mr2ct.phantom import contrast
 from mr2ct.phantom.anatomy import Anatomy, sample_anatomy
 from mr2ct.phantom.pose import sample_true_transform
-from mr2ct.phantom.render import Grid, LabelMaps, render
+from mr2ct.phantom.render import Grid, bone_box, render
 
 PRESET_FAMILY = {"t1w": 1, "t2w": 2, "external": 3, "external_corrected": 3}
 EXTERNAL_LABEL_MARGIN_MM = 3.0  # MRSpineSeg-like labels reach this far beyond the bone
@@ -35,6 +36,7 @@ CT_AXCODES = ("L", "P", "S")  # DICOM-like axial stack
 CT_SPACING_MM = 1.0
 FOV_MARGIN_MM = {"lateral_mr": 15.0, "lateral_ct": 6.0, "anterior_mr": 30.0, "anterior_ct": 15.0, "posterior_mr": 8.0,
                  "posterior_ct": 10.0, "cranio_caudal": 6.0}
+SACRUM_IN_FOV_MM = 15.0  # a lumbar field of view shows the sacrum down to this far below the S1 centre
 
 
 @dataclass
@@ -112,16 +114,17 @@ def generate_subject(config: PhantomConfig, index: int) -> PhantomSubject:
     if config.seed < 0 or config.landmark_noise_mm < 0:
         raise ValueError(f"seed ({config.seed}) and landmark_noise_mm ({config.landmark_noise_mm}) must be >= 0")
     protocol = contrast.PROTOCOLS[preset]
-    rng = np.random.default_rng([int(config.seed), index, PRESET_FAMILY[preset]])
+    # one stream per purpose, so that e.g. richer anatomy does not redraw the pose, the noise or the landmarks
+    anatomy_rng, pose_rng, look_rng, rng, landmark_rng = np.random.default_rng(
+        [int(config.seed), index, PRESET_FAMILY[preset]]).spawn(5)
     timings: dict[str, float] = {}
 
     with _timed(timings, "anatomy"):
-        anatomy = sample_anatomy(rng, region)
-        true_transform = sample_true_transform(rng, anatomy)
-        ct_lut, mr_lut = contrast.sample_ct_lut(rng), contrast.sample_mr_lut(rng, protocol)
-        ct_noise = rng.uniform(*contrast.CT_NOISE_HU)
+        anatomy = sample_anatomy(anatomy_rng, region)
+        true_transform = sample_true_transform(pose_rng, anatomy)
+        ct_look, mr_lut = contrast.sample_ct(look_rng), contrast.sample_mr_lut(look_rng, protocol)
         degeneration = np.zeros(256, np.float32)
-        degeneration[list(anatomy.discs)] = list(anatomy.discs.values())
+        degeneration[list(anatomy.discs)] = [disc.degeneration for disc in anatomy.discs.values()]
         fractured = np.zeros(256, np.float32)
         fractured[[v.vertebra_id for v in anatomy.vertebrae if v.shape.wedge > 0]] = 1.0
 
@@ -130,34 +133,31 @@ def generate_subject(config: PhantomConfig, index: int) -> PhantomSubject:
         thin_grid = thin_slices(mr_grid, protocol)
         thin = render(anatomy, thin_grid)
     with _timed(timings, "mr_contrast"):
-        signal = contrast.mr_signal(thin.tissue, thin.vertebra, thin.disc, mr_lut, degeneration, fractured, protocol)
+        signal = contrast.mr_signal(thin, mr_lut, degeneration, fractured, protocol)
         mr = Volume(contrast.acquire_mr(signal, protocol, rng), mr_grid.affine)
-        centre = slice(protocol.sub_slices // 2, None, protocol.sub_slices)  # thin slices on the MR voxel centres
-        on_mr = LabelMaps(*(np.ascontiguousarray(a[centre]) for a in (thin.tissue, thin.vertebra, thin.subregion,
-                                                                          thin.disc)))
-        oracle = contrast.ct_hounsfield(on_mr.tissue, on_mr.vertebra, ct_lut, fractured, ct_noise, rng)
-        mr_landmarks = landmarks_from_labels(thin.vertebra, thin.subregion, thin_grid.affine)
+        on_mr = thin.take(slice(protocol.sub_slices // 2, None, protocol.sub_slices))  # thin slices on MR voxel centres
+        oracle = contrast.ct_hounsfield(on_mr, ct_look, fractured, spacing_of(mr_grid), rng)
+        mr_landmarks = landmarks_from_labels(thin.bone, thin.subregion, thin_grid.affine)
 
     with _timed(timings, "render_ct"):
-        ct_grid = ct_grid_for(anatomy, true_transform, rng)
+        ct_grid = ct_grid_for(anatomy, true_transform, pose_rng)
         ct_maps = render(anatomy, ct_grid, true_transform.global_matrix, true_transform.vertebra_matrices)
     with _timed(timings, "ct_contrast"):
-        ct = Volume(contrast.ct_hounsfield(ct_maps.tissue, ct_maps.vertebra, ct_lut, fractured, ct_noise, rng),
-                    ct_grid.affine)
-        ct_landmarks = landmarks_from_labels(ct_maps.vertebra, ct_maps.subregion, ct_grid.affine)
+        ct = Volume(contrast.ct_hounsfield(ct_maps, ct_look, fractured, spacing_of(ct_grid), rng), ct_grid.affine)
+        ct_landmarks = landmarks_from_labels(ct_maps.bone, ct_maps.subregion, ct_grid.affine)
 
     with _timed(timings, "labels"):
-        mr_seg, mr_subreg = on_mr.vertebra, on_mr.subregion
+        mr_seg, mr_subreg = on_mr.bone, on_mr.subregion
         if preset == "external":
             mr_seg, mr_subreg = dilate_labels([mr_seg, mr_subreg], mr.spacing, EXTERNAL_LABEL_MARGIN_MM)
         if config.landmark_noise_mm > 0:
-            mr_landmarks = {v: {kind: point + rng.normal(0.0, config.landmark_noise_mm, 3)
+            mr_landmarks = {v: {kind: point + landmark_rng.normal(0.0, config.landmark_noise_mm, 3)
                                 for kind, point in kinds.items()} for v, kinds in mr_landmarks.items()}
 
     split = assign_splits(config.subjects, config.val_fraction, config.test_fraction, int(config.seed))[index]
     return PhantomSubject(
         name=subject_name(index), split=split, contrast=protocol.contrast, region=region, preset=preset,
-        mr=mr, ct=ct, ct_seg=Volume(ct_maps.vertebra, ct_grid.affine),
+        mr=mr, ct=ct, ct_seg=Volume(ct_maps.bone, ct_grid.affine),
         ct_subreg=Volume(ct_maps.subregion, ct_grid.affine), mr_seg=Volume(mr_seg, mr_grid.affine),
         mr_subreg=Volume(mr_subreg, mr_grid.affine), oracle_ct=Volume(oracle, mr_grid.affine),
         mr_landmarks=mr_landmarks, ct_landmarks=ct_landmarks, true_transform=true_transform,
@@ -167,17 +167,25 @@ def generate_subject(config: PhantomConfig, index: int) -> PhantomSubject:
 
 
 def _anatomy_extent(anatomy: Anatomy, anterior: float, posterior: float, lateral: float) -> tuple[np.ndarray, np.ndarray]:
-    """Axis-aligned (anatomy frame) box around the spine: bony parts, plus margins front, back and sideways."""
+    """Axis-aligned (anatomy frame) box around the vertebrae, plus margins front, back, sideways and
+    cranio-caudally; below L5 it reaches down the sacrum's midline (its alae and the ribs are cut)."""
     points = []
-    for vertebra in anatomy.vertebrae:
-        s = vertebra.shape
-        half_height = s.body_hh + max(vertebra.half_disc_above, vertebra.half_disc_below) + FOV_MARGIN_MM["cranio_caudal"]
-        local = np.array([[sx * (s.transverse_len + lateral), sy, sz * half_height, 1.0]
-                          for sx in (-1, 1) for sy in (s.body_ry + anterior, s.spinous_tip_y - posterior)
-                          for sz in (-1, 1)])
-        points.append((local @ vertebra.frame.T)[:, :3])
+    margin = FOV_MARGIN_MM["cranio_caudal"]
+    for bone in anatomy.vertebrae + ((anatomy.sacrum,) if anatomy.sacrum else ()):
+        low, high = bone_box(bone)
+        half_width = 0.0 if bone is anatomy.sacrum else max(-low[0], high[0]) + lateral
+        if bone is anatomy.sacrum:
+            low[2] = -SACRUM_IN_FOV_MM
+        local = np.array([[sx * half_width, sy, sz, 1.0] for sx in (-1, 1) for sy in (high[1] + anterior,
+                          low[1] - posterior) for sz in (low[2] - margin, high[2] + margin)])
+        points.append((local @ bone.frame.T)[:, :3])
     points = np.concatenate(points)
     return points.min(axis=0), points.max(axis=0)
+
+
+def spacing_of(grid: Grid) -> np.ndarray:
+    """Voxel size (mm) along each grid axis."""
+    return np.linalg.norm(grid.affine[:3, :3], axis=0)
 
 
 def mr_grid_for(anatomy: Anatomy, protocol: contrast.MrProtocol) -> Grid:

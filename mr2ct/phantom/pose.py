@@ -3,7 +3,8 @@
 Convention: transforms map CT RAS mm -> MR RAS mm (the ground truth a registration should recover).
 A point q on vertebra v in the MR sits in the CT at ``inv(G) @ m_v @ q``, where ``G`` is the global
 CT->MR transform and ``m_v`` the vertebra's motion about its own centre; hence the vertebra's CT->MR
-transform is ``inv(m_v) @ G``.
+transform is ``inv(m_v) @ G``. Fused vertebrae move as one block (the upper one's motion); ribs move
+with their vertebra and the sacrum with the patient (render.py).
 """
 
 from __future__ import annotations
@@ -47,12 +48,14 @@ def sample_true_transform(rng: np.random.Generator, anatomy: Anatomy) -> TrueTra
     mr_to_ct = rigid_about(euler_rotation(angles), centre, rng.uniform(-MAX_TRANSLATION_MM, MAX_TRANSLATION_MM, 3))
     global_ct_to_mr = np.linalg.inv(mr_to_ct)
     per_vertebra = {}
+    motion = np.eye(4)
     for vertebra in anatomy.vertebrae:
         axis = rng.normal(size=3)
         angle = np.deg2rad(rng.uniform(-MAX_VERTEBRA_ROTATION_DEG, MAX_VERTEBRA_ROTATION_DEG))
         direction = rng.normal(size=3)
         shift = direction / np.linalg.norm(direction) * rng.uniform(0.0, MAX_VERTEBRA_TRANSLATION_MM)
-        motion = rigid_about(rotation_matrix(axis, angle), vertebra.centre, shift)
+        if not vertebra.shape.fused[0]:
+            motion = rigid_about(rotation_matrix(axis, angle), vertebra.centre, shift)
         per_vertebra[vertebra.vertebra_id] = np.linalg.inv(motion) @ global_ct_to_mr
     return TrueTransform(global_ct_to_mr, per_vertebra)
 

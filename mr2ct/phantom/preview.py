@@ -1,7 +1,12 @@
-"""A quick-look PNG per phantom subject: mid-sagittal and axial slices of MR, CT, oracle CT and labels."""
+"""Quick-look PNGs: one per phantom subject (mid-sagittal and axial slices of MR, CT, oracle CT and labels),
+and a grid of every region for T1w and T2w, MR next to the oracle CT:
+
+    python -m mr2ct.phantom.preview --out phantom_grid.png [--seed 0] [--index 0]
+"""
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import matplotlib
@@ -10,10 +15,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (backend first)
 import numpy as np  # noqa: E402
 
+from mr2ct.core.config import PhantomConfig, PhantomPreset, Region  # noqa: E402
 from mr2ct.core.io import Volume  # noqa: E402
-from mr2ct.core.labels import BODY  # noqa: E402
+from mr2ct.core.labels import BODY, vertebra_mask  # noqa: E402
 
 CT_WINDOW = (-400, 1200)
+GRID_REGIONS = ("cervical", "thoracic", "lumbar")
+GRID_PRESETS = ("t1w", "t2w")
+PARASAGITTAL_MM = 18.0  # the grid's second column pair cuts through pedicles and facet joints
 
 
 def _sagittal(volume: Volume, index: int) -> tuple[np.ndarray, float]:
@@ -26,8 +35,21 @@ def _axial(volume: Volume, index: int) -> tuple[np.ndarray, float]:
     return volume.array[:, :, index].T[::-1, ::-1], volume.spacing[1] / volume.spacing[0]
 
 
-def _axial_index(volume: Volume, point_ras: np.ndarray) -> int:
-    return int(np.clip(np.rint(volume.ras_to_index(point_ras)[2]), 0, volume.shape[2] - 1))
+def _index(volume: Volume, point_ras: np.ndarray, axis: int) -> int:
+    return int(np.clip(np.rint(volume.ras_to_index(point_ras)[axis]), 0, volume.shape[axis] - 1))
+
+
+def _mr_window(volume: Volume) -> tuple[float, float]:
+    return 0.0, float(np.percentile(volume.array, 99.5))
+
+
+def _save(figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{path.name}")
+    figure.savefig(tmp, dpi=80, format="png")
+    plt.close(figure)
+    tmp.replace(path)
+    return path
 
 
 def write_preview(subject, path: Path) -> Path:
@@ -35,23 +57,23 @@ def write_preview(subject, path: Path) -> Path:
     vertebrae = sorted(subject.mr_landmarks)
     middle = vertebrae[len(vertebrae) // 2]
     mr_point, ct_point = subject.mr_landmarks[middle]["body"], subject.ct_landmarks[middle]["body"]
-    mr_mid = int(np.clip(np.rint(subject.mr.ras_to_index(mr_point)[0]), 0, subject.mr.shape[0] - 1))
-    ct_mid = int(np.clip(np.rint(subject.ct.ras_to_index(ct_point)[0]), 0, subject.ct.shape[0] - 1))
-    mr_axial, ct_axial = _axial_index(subject.mr, mr_point), _axial_index(subject.ct, ct_point)
-    labels = subject.mr_seg.array.astype(float) + (subject.mr_subreg.array == BODY) * 0.5
-    overlay = subject.mr_seg.with_array(np.where(subject.mr_seg.array > 0, labels, np.nan))
+    mr_mid, ct_mid = _index(subject.mr, mr_point, 0), _index(subject.ct, ct_point, 0)
+    mr_axial, ct_axial = _index(subject.mr, mr_point, 2), _index(subject.ct, ct_point, 2)
+    seg = subject.mr_seg.array
+    labels = seg.astype(float) % 40 + (subject.mr_subreg.array == BODY) * 0.5
+    overlay = subject.mr_seg.with_array(np.where(seg > 0, labels, np.nan))
     panels = [
-        ("MR", subject.mr, "gray", None, mr_mid, mr_axial),
+        ("MR", subject.mr, "gray", _mr_window(subject.mr), mr_mid, mr_axial),
         ("CT (own pose)", subject.ct, "gray", CT_WINDOW, ct_mid, ct_axial),
         ("oracle CT (MR pose)", subject.oracle_ct, "gray", CT_WINDOW, mr_mid, mr_axial),
-        ("MR + labels", subject.mr, "gray", None, mr_mid, mr_axial),
+        ("MR + labels", subject.mr, "gray", _mr_window(subject.mr), mr_mid, mr_axial),
     ]
     figure, axes = plt.subplots(2, 4, figsize=(16, 9))
     for column, (title, volume, cmap, window, sagittal_index, axial_index) in enumerate(panels):
         for row, (cut, index) in enumerate(((_sagittal, sagittal_index), (_axial, axial_index))):
             image, aspect = cut(volume, index)
-            vmin, vmax = window if window else (0, np.percentile(volume.array, 99.5))
-            axes[row, column].imshow(image, cmap=cmap, vmin=vmin, vmax=vmax, aspect=aspect, interpolation="nearest")
+            axes[row, column].imshow(image, cmap=cmap, vmin=window[0], vmax=window[1], aspect=aspect,
+                                     interpolation="nearest")
             if column == 3:
                 label_image, _ = cut(overlay, index)
                 axes[row, column].imshow(label_image, cmap="tab20", alpha=0.45, aspect=aspect, interpolation="nearest")
@@ -59,9 +81,47 @@ def write_preview(subject, path: Path) -> Path:
             axes[row, column].axis("off")
     figure.suptitle(f"{subject.name} ({subject.preset}, {subject.region}, {subject.split})")
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}")
-    figure.savefig(tmp, dpi=80, format="png")
-    plt.close(figure)
-    tmp.replace(path)
-    return path
+    return _save(figure, path)
+
+
+def write_region_grid(path: Path, seed: int = 0, index: int = 0) -> Path:
+    """One row per region: for T1w and T2w subjects, the mid-sagittal MR next to the oracle CT (same slice),
+    then the same pair 18 mm off the midline (pedicles, foramina, facet joints)."""
+    from mr2ct.phantom.generate import (
+        generate_subject,  # imported here: generating is the heavy part
+    )
+
+    columns = [(preset, offset) for offset in (0.0, PARASAGITTAL_MM) for preset in GRID_PRESETS]
+    figure, axes = plt.subplots(len(GRID_REGIONS), 2 * len(columns), figsize=(4.0 * len(columns) * 1.2, 16),
+                                gridspec_kw={"wspace": 0.02, "hspace": 0.08})
+    for row, region in enumerate(GRID_REGIONS):
+        subjects = {preset: generate_subject(PhantomConfig(preset=PhantomPreset(preset), region=Region(region),
+                                                           seed=seed, subjects=index + 1, landmark_noise_mm=0.0), index)
+                    for preset in GRID_PRESETS}
+        for column, (preset, offset) in enumerate(columns):
+            subject = subjects[preset]
+            centre = np.argwhere(vertebra_mask(subject.mr_seg.array)).mean(axis=0)
+            point = subject.mr.index_to_ras(centre) + [offset, 0.0, 0.0]
+            slice_index = _index(subject.mr, point, 0)
+            for k, (volume, window) in enumerate(((subject.mr, _mr_window(subject.mr)), (subject.oracle_ct, CT_WINDOW))):
+                image, aspect = _sagittal(volume, slice_index)
+                axis = axes[row, 2 * column + k]
+                axis.imshow(image, cmap="gray", vmin=window[0], vmax=window[1], aspect=aspect, interpolation="nearest")
+                side = f" +{offset:.0f} mm" if offset else ""
+                axis.set_title(f"{region} {preset} {'MR' if k == 0 else 'CT'}{side}", fontsize=9)
+                axis.axis("off")
+    figure.suptitle(f"phantom regions, seed {seed}, subject {index}: MR next to the oracle CT (MR pose)")
+    return _save(figure, path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True, help="PNG to write")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--index", type=int, default=0, help="subject index within each region's data set")
+    args = parser.parse_args()
+    print(write_region_grid(args.out, args.seed, args.index))
+
+
+if __name__ == "__main__":
+    main()
