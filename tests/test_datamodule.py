@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from mr2ct.core.config import LoaderConfig
-from mr2ct.data.datamodule import SpineDataModule, crop, jitter_mr, spine_slices, window
+from mr2ct.core.labels import SACRUM, VERTEBRA_IDS, rib_label
+from mr2ct.data.datamodule import SpineDataModule, crop, jitter_mr, spine_box, spine_slices, window
 from mr2ct.data.preprocess import FORMAT_VERSION, MANIFEST, record_filenames
 
 SHAPE = (6, 80, 50)  # (LR slices, AP, SI): AP larger and SI smaller than the 64 crop
@@ -96,6 +97,15 @@ def test_jitter_is_torchvision_brightness_then_contrast():
 def test_index_keeps_slices_with_enough_spine_pixels():
     np.testing.assert_array_equal(spine_slices(spine_labels(), 10), SPINE_SLICES)
     np.testing.assert_array_equal(spine_slices(spine_labels(), 9), sorted(SPINE_SLICES + (3,)))
+
+
+def test_ribs_and_sacrum_are_not_spine():
+    seg = spine_labels()
+    seg[0, 10:30, 10:30] = rib_label(VERTEBRA_IDS["T12"])  # 400 rib pixels
+    seg[5, 10:30, 10:30] = SACRUM
+    np.testing.assert_array_equal(spine_slices(seg, 10), SPINE_SLICES)
+    low, high = spine_box(seg)
+    assert low.tolist() == [1, 30, 20] and high.tolist() == [4, 39, 29]
 
 
 def test_train_batches_are_paired_crops_in_range(prepared):

@@ -1,7 +1,9 @@
 """The Lightning data module over a prepared dataset.
 
-Training batches: paired (or, for unpaired methods, independently drawn) MR/CT crops with MR brightness and
-contrast jitter and a random anterior-posterior flip. Validation batches: fixed centre crops of the stored
+Training batches: paired MR/CT crops with MR brightness and contrast jitter and a random anterior-posterior
+flip. For unpaired methods the MR and the CT of a pair come from different subjects: the two are shuffled
+separately and cropped and flipped independently, so no pixel correspondence leaks into training; the CT
+pool is still the CT registered with the chosen mode. Validation batches: fixed centre crops of the stored
 arrays, never augmented. Images are (B, 1, H, W) with H = anterior-posterior and W = inferior-superior
 (a sagittal slice ``volume[i]`` in RAS+ order), or (B, 1, X, Y, Z) patches in 3D; regions outside the data
 are filled with -1 (air in CT, black in MR).
@@ -23,8 +25,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from mr2ct.core.config import LoaderConfig
+from mr2ct.core.labels import vertebra_mask
 from mr2ct.core.values import BACKGROUND
-from mr2ct.data.preprocess import load_manifest
+from mr2ct.data.preprocess import load_manifest, record_filenames
 
 EVAL_SPLITS = ("val", "test")
 
@@ -114,13 +117,14 @@ def jitter_mr(mr: np.ndarray, strength: float, rng: np.random.Generator) -> np.n
 
 
 def spine_slices(seg: np.ndarray, min_spine_pixels: int) -> np.ndarray:
-    """Sagittal slice indices (axis 0) with at least ``min_spine_pixels`` labelled voxels."""
-    return np.flatnonzero((seg > 0).reshape(seg.shape[0], -1).sum(axis=1) >= min_spine_pixels)
+    """Sagittal slice indices (axis 0) with at least ``min_spine_pixels`` vertebra voxels (ribs and sacrum
+    do not count: a slice through the ribs alone shows no spine)."""
+    return np.flatnonzero(vertebra_mask(seg).reshape(seg.shape[0], -1).sum(axis=1) >= min_spine_pixels)
 
 
 def spine_box(seg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Lowest and highest voxel index of the labels along each axis (the whole volume if unlabelled)."""
-    found = np.argwhere(seg > 0)
+    """Lowest and highest vertebra voxel index along each axis (the whole volume if there is none)."""
+    found = np.argwhere(vertebra_mask(seg))
     if len(found) == 0:
         return np.zeros(seg.ndim, dtype=int), np.asarray(seg.shape) - 1
     return found.min(axis=0), found.max(axis=0)
@@ -130,7 +134,40 @@ def _as_tensor(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None]
 
 
+def training_subjects(manifest: dict) -> list[str]:
+    """The subject of each training file, in file order (a subject's elastic copies share it)."""
+    names, files = manifest["subjects"]["train"], manifest["files"]["train"]
+    per_subject = len(files) // max(len(names), 1)
+    subject_of = {path: name for name in names for path in record_filenames("train", name, per_subject)}
+    unknown = [path for path in files if path not in subject_of]
+    if unknown:
+        raise ValueError(f"training files {unknown[:3]} belong to no training subject of the manifest")
+    return [subject_of[path] for path in files]
+
+
 # ---------------------------------------------------------------------------------------------- sampling
+def unpaired_partners(subjects: np.ndarray, mr_order: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A CT position for every MR position in ``mr_order``: a fresh permutation, repaired by swaps so no
+    pair shares a subject (``subjects`` holds each position's subject).
+
+    A clash at i swaps with a random j that clashes with neither partner; one exists while no subject holds
+    more than half of the samples. Past that, the clash draws its CT from another subject at random (that
+    CT then appears twice in the epoch).
+    """
+    ct_order = rng.permutation(len(mr_order))
+    for i in np.flatnonzero(subjects[ct_order] == subjects[mr_order]):
+        subject = subjects[mr_order[i]]
+        if subjects[ct_order[i]] != subject:  # resolved as the partner of an earlier swap
+            continue
+        swappable = np.flatnonzero((subjects[ct_order] != subject) & (subjects[mr_order] != subject))
+        if len(swappable):
+            j = rng.choice(swappable)
+            ct_order[[i, j]] = ct_order[[j, i]]
+        else:
+            ct_order[i] = rng.choice(np.flatnonzero(subjects != subject))
+    return ct_order
+
+
 class SeededSampler(Sampler):
     """Yields ``(position, item_seed)``: a fresh permutation and fresh item seeds every epoch, all from ``seed``."""
 
@@ -148,11 +185,32 @@ class SeededSampler(Sampler):
         return iter(zip(order.tolist(), seeds.tolist()))
 
 
-class TrainSet(Dataset):
-    """Random training views. A sample is a sagittal slice (2D) or a volume (3D: a patch around the spine)."""
+class UnpairedSampler(SeededSampler):
+    """Yields ``(mr_position, ct_position, item_seed)``: MR and CT shuffled separately every epoch, never
+    from the same subject (``subjects``: each position's subject id), all from ``seed``."""
 
-    def __init__(self, volumes: list[dict], dims: int, loader_cfg: LoaderConfig, paired: bool, min_spine_pixels: int):
-        self.volumes, self.dims, self.cfg, self.paired = volumes, dims, loader_cfg, paired
+    def __init__(self, subjects: Sequence[int], seed: int):
+        super().__init__(len(subjects), seed)
+        self.subjects = np.asarray(subjects)
+        if len(np.unique(self.subjects)) < 2:
+            raise ValueError("unpaired training needs training samples from at least two subjects")
+
+    def __iter__(self) -> Iterator[tuple[int, int, int]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        self.epoch += 1
+        mr_order = rng.permutation(self.length)
+        ct_order = unpaired_partners(self.subjects, mr_order, rng)
+        seeds = rng.integers(0, 2**63 - 1, size=self.length)
+        return iter(zip(mr_order.tolist(), ct_order.tolist(), seeds.tolist()))
+
+
+class TrainSet(Dataset):
+    """Random paired training views (keys from :class:`SeededSampler`). A sample is a sagittal slice (2D) or a
+    volume (3D: a patch around the spine); ``subjects`` names each volume's subject."""
+
+    def __init__(self, volumes: list[dict], subjects: Sequence[str], dims: int, loader_cfg: LoaderConfig,
+                 min_spine_pixels: int):
+        self.volumes, self.dims, self.cfg = volumes, dims, loader_cfg
         if dims == 2:
             self.samples = [(v, int(s)) for v, vol in enumerate(volumes) for s in spine_slices(vol["seg"], min_spine_pixels)]
         else:
@@ -160,8 +218,8 @@ class TrainSet(Dataset):
             self.boxes = [spine_box(vol["seg"]) for vol in volumes]
         if not self.samples:
             raise ValueError(f"no training sample has >= {min_spine_pixels} spine pixels")
-        if not paired and len(self.samples) < 2:
-            raise ValueError("unpaired training needs at least two training samples")
+        subject_ids = {name: i for i, name in enumerate(dict.fromkeys(subjects))}
+        self.sample_subjects = np.array([subject_ids[subjects[volume]] for volume, _ in self.samples])
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -183,19 +241,32 @@ class TrainSet(Dataset):
     def _flip(self, rng: np.random.Generator) -> int | None:
         return -2 if self.cfg.flip_ap and rng.random() < 0.5 else None  # AP is axis -2 in 2D and 3D
 
+    def _jitter(self, rng: np.random.Generator) -> Callable[[np.ndarray], np.ndarray]:
+        return partial(jitter_mr, strength=self.cfg.jitter, rng=rng)
+
     def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
         position, item_seed = key
         rng = np.random.default_rng(item_seed)
         size = [self.cfg.crop_size] * self.dims
         start, flip = self._start(position, rng), self._flip(rng)
-        jitter = partial(jitter_mr, strength=self.cfg.jitter, rng=rng)
-        mr = crop(self._image(position, "mr"), start, size, flip, jitter)
-        if self.paired:
-            ct = crop(self._image(position, "ct"), start, size, flip)
-        else:
-            other = int(rng.integers(len(self.samples) - 1))
-            other += other >= position  # any sample but this one
-            ct = crop(self._image(other, "ct"), self._start(other, rng), size, self._flip(rng))
+        mr = crop(self._image(position, "mr"), start, size, flip, self._jitter(rng))
+        ct = crop(self._image(position, "ct"), start, size, flip)
+        return {"mr": _as_tensor(mr), "ct": _as_tensor(ct)}
+
+
+class UnpairedTrainSet(TrainSet):
+    """Unpaired training views (keys from :class:`UnpairedSampler`): the MR of one sample and the CT of
+    another, each with its own crop and flip; the MR jittered as in paired training."""
+
+    def _view(self, position: int, key: str, rng: np.random.Generator, transform=None) -> np.ndarray:
+        size = [self.cfg.crop_size] * self.dims
+        return crop(self._image(position, key), self._start(position, rng), size, self._flip(rng), transform)
+
+    def __getitem__(self, key: tuple[int, int, int]) -> dict[str, torch.Tensor]:
+        mr_position, ct_position, item_seed = key
+        rng = np.random.default_rng(item_seed)
+        mr = self._view(mr_position, "mr", rng, self._jitter(rng))
+        ct = self._view(ct_position, "ct", rng)
         return {"mr": _as_tensor(mr), "ct": _as_tensor(ct)}
 
 
@@ -265,8 +336,13 @@ class SpineDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None and stage in (None, "fit"):
             volumes = self._records("train", {"mr": "mr", "ct": "ct", "seg": "seg"})
-            self.train_set = TrainSet(volumes, self.dims, self.loader_cfg, self.paired, self.min_spine_pixels)
-            self._sampler = SeededSampler(len(self.train_set), self.seed)
+            subjects = training_subjects(self.manifest)
+            if self.paired:
+                self.train_set = TrainSet(volumes, subjects, self.dims, self.loader_cfg, self.min_spine_pixels)
+                self._sampler = SeededSampler(len(self.train_set), self.seed)
+            else:
+                self.train_set = UnpairedTrainSet(volumes, subjects, self.dims, self.loader_cfg, self.min_spine_pixels)
+                self._sampler = UnpairedSampler(self.train_set.sample_subjects, self.seed)
         if self.val_set is None and stage in (None, "fit", "validate"):
             # Validation scores the same target as training: the CT registered with the chosen mode.
             volumes = self._records("val", {"mr": "mr", "target_ct": "ct", "target_seg": "seg"})
