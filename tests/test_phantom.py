@@ -12,16 +12,20 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
-from mr2ct.core.config import PhantomConfig, PhantomPreset
+from mr2ct.core.config import PhantomConfig, PhantomPreset, Region
 from mr2ct.core.io import lps_to_ras
 from mr2ct.core.labels import (
     BODY,
+    RIB_LABELS,
     SACRUM,
     SPINOUS_PROCESS,
     SUBREGIONS,
+    VERTEBRA_IDS,
     region_ids,
+    rib_label,
     vertebra_mask,
 )
+from mr2ct.metrics import segmentation_dice
 from mr2ct.phantom import anatomy, contrast, generate_subject
 from mr2ct.phantom.generate import (
     assign_splits,
@@ -47,6 +51,25 @@ def fused_subject():
     """A lumbar subject with a block vertebra (two lumbar vertebrae fused)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(anatomy, "FUSION_RATE", 1.0)
+        return generate_subject(replace(CONFIG, subjects=1), 0)
+
+
+@pytest.fixture(scope="module")
+def thoracic_subject():
+    return generate_subject(replace(CONFIG, subjects=1, region=Region.thoracic), 0)
+
+
+@pytest.fixture(scope="module")
+def cervical_subject():
+    return generate_subject(replace(CONFIG, subjects=1, region=Region.cervical), 0)
+
+
+@pytest.fixture(scope="module")
+def pathology_subject():
+    """A lumbar subject with every disc degenerated and every pathology switched on."""
+    with pytest.MonkeyPatch.context() as patch:
+        for rate in ("DEGENERATION_RATE", "VACUUM_RATE", "MODIC_RATE", "HAEMANGIOMA_RATE", "ANNULUS_CALCIFICATION_RATE"):
+            patch.setattr(anatomy, rate, 1.0)
         return generate_subject(replace(CONFIG, subjects=1), 0)
 
 
@@ -322,3 +345,139 @@ def test_degenerated_nucleus_darkens_towards_the_annulus_in_t2w_only_partly_in_t
         assert signal[1] == pytest.approx((1 - weight) * healthy + weight * 0.8 * annulus)
         assert signal[3] == pytest.approx(protocol.intensities[Tissue.CANCELLOUS] * protocol.fracture_marrow)
     assert contrast.T2W.degeneration_darkening == 1.0 and contrast.T1W.degeneration_darkening < 0.5
+
+
+# --- what makes the phantom as hard as real spines -----------------------------------------------------------
+
+
+def _eroded(mask: np.ndarray, iterations: int) -> np.ndarray:
+    return ndimage.binary_erosion(mask, iterations=iterations)
+
+
+def test_cancellous_bone_is_textured_in_ct_and_mr_marrow_follows_the_texture_only_partly(subjects):
+    """CT: trabecular HU SD per vertebral body well above the noise, in the range clinical CT shows.
+    MR: the marrow signal correlates with the CT texture only partly (bone displaces some marrow, but marrow
+    varies on its own and holds fatty islands), so CT texture cannot be read off the MR voxel by voxel."""
+    for subject in subjects:
+        hu, tissue = subject.ct.array.astype(float), subject.ct_tissue.array
+        noise = hu[_eroded(tissue == Tissue.AIR, 3)].std()
+        for vertebra in region_ids("lumbar"):
+            sd = hu[_eroded((tissue == Tissue.CANCELLOUS) & (subject.ct_seg.array == vertebra), 2)].std()
+            assert 30.0 <= sd <= 120.0 and sd > 1.5 * noise, (subject.name, vertebra, sd, noise)
+        marrow = _eroded(subject.mr_tissue.array == Tissue.CANCELLOUS, 1)
+        r_images = np.corrcoef(subject.mr.array[marrow], subject.oracle_ct.array[marrow])[0, 1]
+        assert abs(r_images) < 0.7, (subject.name, r_images)
+    # noise-free values on the same thin-slice voxels around L3
+    subject = subjects[0]
+    crop = subject.mr.affine.copy()
+    crop[:3, 3] = subject.mr.index_to_ras([0, 0, int(subject.mr.ras_to_index(subject.anatomy.vertebra(22).centre)[2]) - 30])
+    maps = render(subject.anatomy, thin_slices(Grid((subject.mr.shape[0], subject.mr.shape[1], 60), crop), contrast.T1W))
+    cancellous = maps.tissue == Tissue.CANCELLOUS
+    rng = np.random.default_rng(0)
+    no_disease = np.zeros(256, np.float32)
+    ct = contrast.ct_values(maps, contrast.sample_ct(rng), no_disease)[cancellous]
+    for protocol in (contrast.T1W, contrast.T2W):
+        mr = contrast.mr_signal(maps, contrast.sample_mr_lut(rng, protocol), no_disease, no_disease, protocol)[cancellous]
+        r = np.corrcoef(ct, mr)[0, 1]
+        assert -0.7 < r < -0.15, (protocol.contrast, r)
+
+
+def _local_points(subject, vertebra: int, subregion: int) -> np.ndarray:
+    """Voxels of one subregion of a vertebra in the CT labels (1 mm), in the vertebra's local frame
+    (x to the patient's right, y anterior, z cranial), through the true transform."""
+    index = np.argwhere((subject.ct_seg.array == vertebra) & (subject.ct_subreg.array == subregion))
+    in_mr = apply(subject.true_transform.matrix(vertebra), subject.ct.index_to_ras(index))
+    return apply(np.linalg.inv(subject.anatomy.vertebra(vertebra).frame), in_mr)
+
+
+def _spinous_slope_deg(subject, vertebra: int) -> float:
+    """Angle of the spinous process's main axis below the local posterior direction (caudal slope > 0)."""
+    points = _local_points(subject, vertebra, SPINOUS_PROCESS)[:, 1:]
+    _, vectors = np.linalg.eigh(np.cov(points.T))
+    axis = vectors[:, -1] if vectors[0, -1] < 0 else -vectors[:, -1]  # pointing backwards
+    return float(np.rad2deg(np.arctan2(-axis[1], -axis[0])))
+
+
+def _tip_split(subject, vertebra: int) -> tuple[float, float, float]:
+    """Fractions of the last 5 mm of a spinous process near the midline (|x| < 1.5 mm), left and right of it."""
+    points = _local_points(subject, vertebra, SPINOUS_PROCESS)
+    tip = points[points[:, 1] < points[:, 1].min() + 5.0, 0]
+    return float(np.mean(np.abs(tip) < 1.5)), float(np.mean(tip < -2.5)), float(np.mean(tip > 2.5))
+
+
+def test_spinous_processes_are_shaped_by_level(subjects, thoracic_subject, cervical_subject):
+    """Measured on the CT labels: mid-thoracic processes slope caudally, lumbar ones are horizontal;
+    C2-C5 end in two tips (bifid), C7 in one."""
+    for name in ("T4", "T5", "T6", "T7", "T8", "T9"):
+        assert _spinous_slope_deg(thoracic_subject, VERTEBRA_IDS[name]) > 40.0, name
+    for name in ("L2", "L3", "L4"):
+        assert abs(_spinous_slope_deg(subjects[0], VERTEBRA_IDS[name])) < 15.0, name
+    for name in ("C2", "C3", "C4", "C5"):
+        midline, left, right = _tip_split(cervical_subject, VERTEBRA_IDS[name])
+        assert midline < 0.15 and left > 0.3 and right > 0.3, (name, midline, left, right)
+    midline, left, right = _tip_split(cervical_subject, VERTEBRA_IDS["C7"])
+    assert midline > 0.4 and min(left, right) < 0.15, (midline, left, right)
+
+
+def test_ribs_and_sacrum_have_their_own_labels_where_the_region_has_them_and_dice_leaves_them_out(
+        subjects, thoracic_subject, cervical_subject):
+    expected = ((thoracic_subject, {rib_label(v) for v in region_ids("thoracic")}), (subjects[0], {SACRUM}),
+                (cervical_subject, set()))
+    for subject, others in expected:
+        for seg, subreg in ((subject.ct_seg.array, subject.ct_subreg.array), (subject.mr_seg.array, subject.mr_subreg.array)):
+            assert set(np.unique(seg)) - {0} - set(region_ids(subject.region)) == others, subject.region
+            assert not np.any(subreg[~vertebra_mask(seg)])  # no subregions outside the vertebrae
+        if others:
+            true, true_sub = subject.mr_seg.array, subject.mr_subreg.array
+            vertebrae_only = np.where(vertebra_mask(true), true, 0)
+            for pred, truth in ((vertebrae_only, true), (true, vertebrae_only)):
+                score = segmentation_dice(pred, truth, true_sub, true_sub)
+                assert score.volume == 1.0 and score.posterior_volume == 1.0
+                assert set(score.per_vertebra.values()) == {1.0} and set(score.per_vertebra) == set(region_ids(subject.region))
+    assert not set(RIB_LABELS) & set(np.unique(subjects[0].ct_seg.array))
+
+
+def test_vacuum_discs_are_gas_in_ct_with_no_signal_of_their_own_in_mr(pathology_subject):
+    subject = pathology_subject
+    assert any(disc.vacuum_mm > 0 for disc in subject.anatomy.discs.values())
+    gas_ct = subject.ct_tissue.array == Tissue.GAS
+    assert gas_ct.sum() > 100 and np.median(subject.ct.array[gas_ct]) < -500
+    gas = subject.mr_tissue.array == Tissue.GAS
+    assert gas.sum() > 50 and np.median(subject.oracle_ct.array[gas]) < -500
+    mr = subject.mr.array.astype(float)
+    nucleus = ndimage.binary_dilation(gas, iterations=4) & (subject.mr_tissue.array == Tissue.NUCLEUS)
+    gas_signal, disc_signal = np.median(mr[gas]), np.median(mr[nucleus])
+    assert abs(gas_signal - disc_signal) < 0.1 * disc_signal, (gas_signal, disc_signal)
+    noise = contrast.T1W.noise * max(contrast.T1W.intensities.values())
+    assert gas_signal > 5 * noise  # no signal void either
+
+
+def test_modic_changes_and_haemangiomas_are_marked_in_mr_and_subtle_in_ct(pathology_subject):
+    subject = pathology_subject
+    mr, oracle, tissue = subject.mr.array.astype(float), subject.oracle_ct.array.astype(float), subject.mr_tissue.array
+    cancellous = tissue == Tissue.CANCELLOUS
+    for lesion in (Tissue.MODIC_OEDEMA, Tissue.MODIC_FATTY, Tissue.HAEMANGIOMA):
+        inside = _eroded(tissue == lesion, 1)
+        assert inside.sum() > 50, lesion
+        assert abs(np.median(mr[inside]) / np.median(mr[cancellous]) - 1.0) > 0.25, lesion
+        assert abs(np.median(oracle[inside]) - np.median(oracle[cancellous])) < 0.75 * oracle[cancellous].std(), lesion
+
+
+def test_ct_noise_is_spatially_correlated(subjects):
+    for subject in subjects:
+        hu, air = subject.ct.array.astype(float), _eroded(subject.ct_tissue.array == Tissue.AIR, 3)
+        assert contrast.CT_NOISE_HU[0] * 0.8 < hu[air].std() < contrast.CT_NOISE_HU[1] * 1.2
+        for axis in range(3):
+            a, b = np.moveaxis(hu, axis, 0), np.moveaxis(air, axis, 0)
+            both = b[:-1] & b[1:]
+            assert np.corrcoef(a[:-1][both], a[1:][both])[0, 1] > 0.3, (subject.name, axis)
+
+
+def test_mr_rings_next_to_sharp_edges_along_the_phase_direction_only():
+    protocol = replace(contrast.T1W, bias=0.0, noise=0.0)
+    step = np.zeros((3, 64, 64), np.float32)
+    step[:, 20:44, :] = 1000.0  # edges across axis 1 (anterior-posterior, the phase direction)
+    across = contrast.acquire_mr(step, protocol, np.random.default_rng(0))
+    assert across.max() > 1040 and across[0, 10, 0] > 0  # overshoot inside, ripple outside
+    along = contrast.acquire_mr(np.swapaxes(step, 1, 2).copy(), protocol, np.random.default_rng(0))
+    assert along.max() <= 1001 and along[0, 0, 10] == 0

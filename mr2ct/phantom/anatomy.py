@@ -271,7 +271,7 @@ def _sample_discs(rng: np.random.Generator, all_ids: np.ndarray, ids: np.ndarray
             continue  # C1/C2 is a joint, not a disc
         severe = degeneration[i] > SEVERE_DEGENERATION
         vacuum = rng.uniform(2.5, 4.0) if severe and rng.random() < VACUUM_RATE else 0.0
-        if vacuum > 0.4 * disc_h[i]:
+        if vacuum > 0.6 * disc_h[i]:
             vacuum = 0.0  # no room for a cleft in a thin (cervical) disc
         calcified = bool(degeneration[i] > 0.5 and rng.random() < ANNULUS_CALCIFICATION_RATE)
         discs[int(key)] = Disc(float(degeneration[i]), float(vacuum), calcified, fused=i == fused_at)

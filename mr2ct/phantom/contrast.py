@@ -23,7 +23,7 @@ import numpy as np
 from scipy import ndimage
 
 from mr2ct.phantom.render import LabelMaps
-from mr2ct.phantom.tissues import IS_BONE, IS_MARROW, Tissue
+from mr2ct.phantom.tissues import IS_MARROW, Tissue
 
 T = Tissue
 # (low, high) of each subject's value. Typical values: fat -120..-80, muscle 40..60, blood 35..50 unenhanced,
@@ -42,8 +42,8 @@ CT_RELATIVE_TO_CANCELLOUS: dict[Tissue, tuple[float, float]] = {
     T.MODIC_OEDEMA: (10, 40), T.MODIC_FATTY: (-40, -15), T.HAEMANGIOMA: (-50, -20),
 }
 CT_TEXTURE_GAIN: dict[Tissue, float] = {T.CANCELLOUS: 1.0, T.POSTERIOR_MARROW: 0.8, T.MODIC_OEDEMA: 1.0,
-                                        T.MODIC_FATTY: 1.0, T.HAEMANGIOMA: 1.6, T.CORTICAL: 0.5}
-CT_TRABECULAR_HU = (35.0, 65.0)  # SD of the trabecular texture (noise-free), per subject
+                                        T.MODIC_FATTY: 1.0, T.HAEMANGIOMA: 1.6}
+CT_TRABECULAR_HU = (50.0, 90.0)  # SD of the trabecular texture before the kernel blur, per subject
 CT_FATTY_ISLAND_HU = 35.0  # a fatty marrow island lowers HU this much (fat replacing haematopoietic marrow)
 CT_NOISE_HU = (12.0, 25.0)  # SD of the (correlated) image noise, per subject
 CT_KERNEL_MM = 0.6  # Gaussian sigma of the reconstruction kernel: image blur and noise correlation length
@@ -67,8 +67,8 @@ class MrProtocol:
     fracture_marrow: float  # marrow signal factor in a compressed (oedematous) body
     fatty_island_gain: float  # relative brightening of a fully fatty marrow island
     kspace_fraction: float = 0.72  # acquired fraction of k-space along anterior-posterior (1: no ringing)
-    marrow_bone: float = 0.05  # relative signal lost per SD of trabecular bone (bone displaces marrow)
-    marrow_variation: float = 0.05  # relative marrow variation per SD of the marrow field
+    marrow_bone: float = 0.04  # relative signal lost per SD of trabecular bone (bone displaces marrow)
+    marrow_variation: float = 0.06  # relative marrow variation per SD of the marrow field
 
 
 T1W = MrProtocol(
@@ -143,24 +143,25 @@ def fatty_islands(marrow: np.ndarray) -> np.ndarray:
 def ct_values(maps: LabelMaps, look: CtLook, fractured: np.ndarray) -> np.ndarray:
     """Noise-free HU (float32) of a label map: table values, trabecular texture, fatty islands, sclerosis."""
     hu = look.lut[maps.tissue]
-    bone = np.nonzero(IS_BONE[maps.tissue])
-    tissue = maps.tissue[bone]
+    marrow = np.nonzero(IS_MARROW[maps.tissue])
+    tissue = maps.tissue[marrow]
     gain = tissue_lut(CT_TEXTURE_GAIN) * np.float32(look.trabecular_hu)
-    value = hu[bone] + gain[tissue] * maps.trabecular[bone]
-    value -= IS_MARROW[tissue] * np.float32(CT_FATTY_ISLAND_HU) * fatty_islands(maps.marrow[bone])
-    value += (tissue == Tissue.CANCELLOUS) * fractured[maps.bone[bone]] * np.float32(CT_FRACTURE_SCLEROSIS_HU)
-    hu[bone] = value
+    value = hu[marrow] + gain[tissue] * maps.trabecular[marrow]
+    value -= np.float32(CT_FATTY_ISLAND_HU) * fatty_islands(maps.marrow[marrow])
+    value += (tissue == Tissue.CANCELLOUS) * fractured[maps.bone[marrow]] * np.float32(CT_FRACTURE_SCLEROSIS_HU)
+    hu[marrow] = value
     return hu
 
 
 def acquire_ct(hu: np.ndarray, spacing: np.ndarray, noise_hu: float, rng: np.random.Generator) -> np.ndarray:
     """Reconstruct: blur with the kernel and add noise shaped by the same kernel (SD ``noise_hu``); int16."""
     sigma = CT_KERNEL_MM / np.asarray(spacing, float)
-    white = rng.standard_normal(hu.shape, dtype=np.float32)
-    white *= np.float32(noise_hu / _filtered_noise_sd(sigma))
-    white += hu
-    image = ndimage.gaussian_filter(white, sigma, output=np.float32)
-    return np.clip(np.rint(image), -1024, 3071).astype(np.int16)
+    image = rng.standard_normal(hu.shape, dtype=np.float32)
+    image *= np.float32(noise_hu / _filtered_noise_sd(sigma))
+    image += hu
+    ndimage.gaussian_filter(image, sigma, output=image)
+    np.rint(image, out=image)
+    return np.clip(image, -1024, 3071, out=image).astype(np.int16)
 
 
 def _filtered_noise_sd(sigma: np.ndarray, truncate: float = 4.0) -> float:

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from mr2ct.core.config import PhantomConfig
 from mr2ct.core.io import Volume, atomic_write_text, save_nifti
-from mr2ct.core.labels import LANDMARK_KINDS
+from mr2ct.core.labels import LANDMARK_KINDS, SPINOUS_PROCESS
 from mr2ct.core.subjects import MANIFEST, Landmarks, TrueTransform, write_landmarks
 from mr2ct.phantom import contrast
 from mr2ct.phantom.anatomy import Anatomy, sample_anatomy
@@ -36,7 +36,7 @@ CT_AXCODES = ("L", "P", "S")  # DICOM-like axial stack
 CT_SPACING_MM = 1.0
 FOV_MARGIN_MM = {"lateral_mr": 15.0, "lateral_ct": 6.0, "anterior_mr": 30.0, "anterior_ct": 15.0, "posterior_mr": 8.0,
                  "posterior_ct": 10.0, "cranio_caudal": 6.0}
-SACRUM_IN_FOV_MM = 15.0  # a lumbar field of view shows the sacrum down to this far below the S1 centre
+SACRUM_IN_FOV_MM = 5.0  # a lumbar field of view shows the sacrum down to this far below the S1 centre
 
 
 @dataclass
@@ -167,20 +167,32 @@ def generate_subject(config: PhantomConfig, index: int) -> PhantomSubject:
 
 
 def _anatomy_extent(anatomy: Anatomy, anterior: float, posterior: float, lateral: float) -> tuple[np.ndarray, np.ndarray]:
-    """Axis-aligned (anatomy frame) box around the vertebrae, plus margins front, back, sideways and
-    cranio-caudally; below L5 it reaches down the sacrum's midline (its alae and the ribs are cut)."""
+    """Axis-aligned (anatomy frame) box around the spine: each vertebra's body with its half discs, out to the
+    transverse-process tips and back over its whole spinous process (so landmarks are never cut), plus margins
+    front, back, sideways and cranio-caudally; below L5 the top of the sacrum (articular tips, sacral alae and
+    ribs may be cut, as in a real field of view)."""
     points = []
     margin = FOV_MARGIN_MM["cranio_caudal"]
-    for bone in anatomy.vertebrae + ((anatomy.sacrum,) if anatomy.sacrum else ()):
-        low, high = bone_box(bone)
-        half_width = 0.0 if bone is anatomy.sacrum else max(-low[0], high[0]) + lateral
-        if bone is anatomy.sacrum:
-            low[2] = -SACRUM_IN_FOV_MM
-        local = np.array([[sx * half_width, sy, sz, 1.0] for sx in (-1, 1) for sy in (high[1] + anterior,
-                          low[1] - posterior) for sz in (low[2] - margin, high[2] + margin)])
-        points.append((local @ bone.frame.T)[:, :3])
+    for bone in anatomy.vertebrae:
+        s = bone.shape
+        spinous = np.stack([part.primitive.bounds() for part in bone.parts if part.subregion == SPINOUS_PROCESS])
+        low = [-s.transverse_len - lateral, spinous[:, 0, 1].min() - posterior,
+               min(-s.body_hh - bone.half_disc_below, spinous[:, 0, 2].min()) - margin]
+        high = [s.transverse_len + lateral, s.body_ry + anterior,
+                max(s.body_hh + bone.half_disc_above, spinous[:, 1, 2].max()) + margin]
+        points.append(_box_corners(bone.frame, low, high))
+    if anatomy.sacrum is not None:
+        low, high = bone_box(anatomy.sacrum)
+        points.append(_box_corners(anatomy.sacrum.frame, [0.0, low[1] - posterior, -SACRUM_IN_FOV_MM - margin],
+                                   [0.0, high[1] + anterior, 0.0]))
     points = np.concatenate(points)
     return points.min(axis=0), points.max(axis=0)
+
+
+def _box_corners(frame: np.ndarray, low, high) -> np.ndarray:
+    """The 8 corners of a local box in the anatomy frame."""
+    local = np.array([[x, y, z, 1.0] for x in (low[0], high[0]) for y in (low[1], high[1]) for z in (low[2], high[2])])
+    return (local @ frame.T)[:, :3]
 
 
 def spacing_of(grid: Grid) -> np.ndarray:

@@ -49,7 +49,7 @@ class Grid:
 @dataclass
 class LabelMaps:
     """Per voxel: tissue class, bone label (vertebra id, sacrum or rib), subregion id and disc key (uint8,
-    0 = none), plus the trabecular and marrow texture values of bone voxels (float32, 0 elsewhere)."""
+    0 = none), plus the trabecular and marrow texture values of marrow voxels (float32, 0 elsewhere)."""
 
     tissue: np.ndarray
     bone: np.ndarray
@@ -383,38 +383,43 @@ def _draw_bone_tissue(anatomy: Anatomy, bone: Bone, coords: _BoxCoordinates, dis
     index = np.nonzero(solid)
     if not len(index[0]):
         return
-    x, y, z = coords.points(index)
     parts: tuple[Part, ...] = bone.parts
     owners = owner[index]
-    cortex = np.array([0.0] + [part.cortex for part in parts], np.float32)[owners]
-    marrow_tissue = np.array([0] + [part.marrow for part in parts], np.uint8)[owners]
+    depth = -distance[index]
+    tissue = np.array([0] + [part.marrow for part in parts], np.uint8)[owners]
     subregion = np.array([0] + [part.subregion for part in parts], np.uint8)[owners]
+    base = bone.cortical_mm * np.array([0.0] + [part.cortex for part in parts], np.float32)[owners]
     tiles, offset = anatomy.texture, bone.texture_offset
-    variation = texture.sample(tiles.marrow, x, y, z, offset + 23.0, CORTEX_SCALE)
-    thickness = bone.cortical_mm * cortex * (1.0 + CORTEX_VARIATION * np.clip(variation, -1.0, 1.0))
-    tissue = np.where(distance[index] > -thickness, Tissue.CORTICAL, marrow_tissue).astype(np.uint8)
-    _draw_lesions(bone, x, y, z, tissue, subregion)
+    shallow = np.nonzero(depth < base * (1.0 + CORTEX_VARIATION))  # deeper voxels are marrow anyway
+    points = coords.points(tuple(axis[shallow] for axis in index))
+    variation = np.clip(texture.sample(tiles.marrow, *points, offset + 23.0, CORTEX_SCALE), -1.0, 1.0)
+    cortical = depth[shallow] < base[shallow] * (1.0 + CORTEX_VARIATION * variation)
+    tissue[shallow[0][cortical]] = Tissue.CORTICAL
+    marrow = np.nonzero(tissue != Tissue.CORTICAL)[0]
+    x, y, z = coords.points(tuple(axis[marrow] for axis in index))
+    tissue[marrow] = _lesions(bone, x, y, z, tissue[marrow], subregion[marrow])
     view.tissue[index] = tissue
     view.bone[index] = bone.label
     view.subregion[index] = subregion
     view.disc[index] = 0
-    view.trabecular[index] = texture.sample(tiles.trabecular, x, y, z, offset)
-    view.marrow[index] = texture.sample(tiles.marrow, x, y, z, offset, MARROW_SCALE)
+    in_marrow = tuple(axis[marrow] for axis in index)
+    view.trabecular[in_marrow] = texture.sample(tiles.trabecular, x, y, z, offset)
+    view.marrow[in_marrow] = texture.sample(tiles.marrow, x, y, z, offset, MARROW_SCALE)
 
 
-def _draw_lesions(bone: Bone, x, y, z, tissue: np.ndarray, subregion: np.ndarray) -> None:
-    """Modic bands under the endplates and a haemangioma, in the body's marrow only."""
+def _lesions(bone: Bone, x, y, z, tissue: np.ndarray, subregion: np.ndarray) -> np.ndarray:
+    """Marrow tissue with Modic bands under the endplates and a haemangioma, in the body's marrow only."""
     lesions, shape = bone.lesions, bone.shape
     if shape is None:
-        return
+        return tissue
     body_marrow = (tissue == Tissue.CANCELLOUS) & (subregion == labels.BODY)
     for modic, sign in zip(lesions.modic, (1.0, -1.0)):
         if modic:
-            band = body_marrow & (sign * z > shape.body_hh - lesions.modic_depth_mm)
-            tissue[band] = MODIC_TISSUE[modic]
+            tissue[body_marrow & (sign * z > shape.body_hh - lesions.modic_depth_mm)] = MODIC_TISSUE[modic]
     if lesions.haemangioma is not None:
         (cx, cy, cz), radius = lesions.haemangioma
         tissue[body_marrow & ((x - cx) ** 2 + (y - cy) ** 2 + (z - cz) ** 2 <= radius * radius)] = Tissue.HAEMANGIOMA
+    return tissue
 
 
 def _grown(bounds: np.ndarray, margin: float) -> np.ndarray:
