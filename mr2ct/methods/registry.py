@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from mr2ct.methods.base import TranslationModule
 from mr2ct.methods.card import MethodCard
+from mr2ct.methods.cut import CUT, CUTSAUNet
 from mr2ct.methods.diffusion import DDIMImage, DDIMNoise
 from mr2ct.methods.pix2pix import Pix2Pix, Pix2PixSAUNet
 
 METHODS: dict[str, type[TranslationModule]] = {
-    method.card.name: method for method in (Pix2Pix, Pix2PixSAUNet, DDIMNoise, DDIMImage)
+    method.card.name: method for method in (Pix2Pix, Pix2PixSAUNet, CUT, CUTSAUNet, DDIMNoise, DDIMImage)
 }
 """In the paper's table order."""
 
