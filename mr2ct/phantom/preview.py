@@ -18,6 +18,7 @@ import numpy as np  # noqa: E402
 from mr2ct.core.config import PhantomConfig, PhantomPreset, Region  # noqa: E402
 from mr2ct.core.io import Volume  # noqa: E402
 from mr2ct.core.labels import BODY, vertebra_mask  # noqa: E402
+from mr2ct.phantom import PHANTOM_VERSION  # noqa: E402
 
 CT_WINDOW = (-400, 1200)
 GRID_REGIONS = ("cervical", "thoracic", "lumbar")
@@ -43,10 +44,10 @@ def _mr_window(volume: Volume) -> tuple[float, float]:
     return 0.0, float(np.percentile(volume.array, 99.5))
 
 
-def _save(figure, path: Path) -> Path:
+def _save(figure, path: Path, dpi: int = 80) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".tmp-{path.name}")
-    figure.savefig(tmp, dpi=80, format="png")
+    figure.savefig(tmp, dpi=dpi, format="png")
     plt.close(figure)
     tmp.replace(path)
     return path
@@ -86,31 +87,30 @@ def write_preview(subject, path: Path) -> Path:
 
 def write_region_grid(path: Path, seed: int = 0, index: int = 0) -> Path:
     """One row per region: for T1w and T2w subjects, the mid-sagittal MR next to the oracle CT (same slice),
-    then the same pair 18 mm off the midline (pedicles, foramina, facet joints)."""
-    from mr2ct.phantom.generate import (
-        generate_subject,  # imported here: generating is the heavy part
-    )
+    then the same pair PARASAGITTAL_MM to the patient's right (pedicles, foramina, facet joints, ribs)."""
+    from mr2ct.phantom.generate import generate_subject  # imported here: generating is the heavy part
 
+    subjects = {(region, preset): generate_subject(PhantomConfig(
+        preset=PhantomPreset(preset), region=Region(region), seed=seed, subjects=index + 1, landmark_noise_mm=0.0), index)
+        for region in GRID_REGIONS for preset in GRID_PRESETS}
+    heights = [max(s.mr.shape[2] * s.mr.spacing[2] for (r, _), s in subjects.items() if r == region)
+               for region in GRID_REGIONS]
     columns = [(preset, offset) for offset in (0.0, PARASAGITTAL_MM) for preset in GRID_PRESETS]
-    figure, axes = plt.subplots(len(GRID_REGIONS), 2 * len(columns), figsize=(4.0 * len(columns) * 1.2, 16),
-                                gridspec_kw={"wspace": 0.02, "hspace": 0.08})
+    figure, axes = plt.subplots(len(GRID_REGIONS), 2 * len(columns), figsize=(24, 24 * sum(heights) / 1400),
+                                gridspec_kw={"wspace": 0.02, "hspace": 0.06, "height_ratios": heights})
     for row, region in enumerate(GRID_REGIONS):
-        subjects = {preset: generate_subject(PhantomConfig(preset=PhantomPreset(preset), region=Region(region),
-                                                           seed=seed, subjects=index + 1, landmark_noise_mm=0.0), index)
-                    for preset in GRID_PRESETS}
         for column, (preset, offset) in enumerate(columns):
-            subject = subjects[preset]
+            subject = subjects[region, preset]
             centre = np.argwhere(vertebra_mask(subject.mr_seg.array)).mean(axis=0)
-            point = subject.mr.index_to_ras(centre) + [offset, 0.0, 0.0]
-            slice_index = _index(subject.mr, point, 0)
+            slice_index = _index(subject.mr, subject.mr.index_to_ras(centre) + [offset, 0.0, 0.0], 0)
             for k, (volume, window) in enumerate(((subject.mr, _mr_window(subject.mr)), (subject.oracle_ct, CT_WINDOW))):
                 image, aspect = _sagittal(volume, slice_index)
                 axis = axes[row, 2 * column + k]
-                axis.imshow(image, cmap="gray", vmin=window[0], vmax=window[1], aspect=aspect, interpolation="nearest")
+                axis.imshow(image, cmap="gray", vmin=window[0], vmax=window[1], aspect=aspect, interpolation="bilinear")
                 side = f" +{offset:.0f} mm" if offset else ""
-                axis.set_title(f"{region} {preset} {'MR' if k == 0 else 'CT'}{side}", fontsize=9)
+                axis.set_title(f"{region} {preset} {'MR' if k == 0 else 'CT'}{side}", fontsize=10)
                 axis.axis("off")
-    figure.suptitle(f"phantom regions, seed {seed}, subject {index}: MR next to the oracle CT (MR pose)")
+    figure.suptitle(f"phantom v{PHANTOM_VERSION}, seed {seed}, subject {index}: MR next to the oracle CT (same slice)")
     return _save(figure, path)
 
 

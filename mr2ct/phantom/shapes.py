@@ -123,7 +123,7 @@ class Part:
     subregion: int
     primitive: Primitive
     marrow: Tissue = Tissue.POSTERIOR_MARROW
-    cortex: float = 1.3
+    cortex: float = 1.1
     clipped: bool = False
 
 
@@ -194,15 +194,15 @@ def spinous_parts(s: VertebraShape) -> list[Part]:
     if s.bifid_mm > 0:
         fork = root + 0.55 * s.spinous_len * axis
         prong = [0.8 * s.spinous_rx, 0.8 * s.spinous_rx, 0.8 * s.spinous_rz]
-        parts = [Part(labels.SPINOUS_PROCESS, capsule(root, fork, radii), cortex=1.4)]
-        parts += [Part(labels.SPINOUS_PROCESS, capsule(fork, tip + [side * s.bifid_mm, 0.0, 0.0], prong), cortex=1.4)
+        parts = [Part(labels.SPINOUS_PROCESS, capsule(root, fork, radii), cortex=1.15)]
+        parts += [Part(labels.SPINOUS_PROCESS, capsule(fork, tip + [side * s.bifid_mm, 0.0, 0.0], prong), cortex=1.15)
                   for side in (-1.0, 1.0)]
         return parts
     bar = 0.6 * max(s.spinous_rz - 3.0, 0.0)  # broad (lumbar) processes end in a vertical bar
     knob = 1.3 * s.spinous_rx  # ... thickened in the sagittal plane only: same width as the shaft
-    return [Part(labels.SPINOUS_PROCESS, capsule(root, tip, radii), cortex=1.4),
+    return [Part(labels.SPINOUS_PROCESS, capsule(root, tip, radii), cortex=1.15),
             Part(labels.SPINOUS_PROCESS, capsule(tip + [0, knob * 0.5, bar], tip + [0, knob * 0.5, -bar],
-                                                 [s.spinous_rx, knob, knob]), cortex=1.4)]
+                                                 [s.spinous_rx, knob, knob]), cortex=1.15)]
 
 
 def facet_columns(s: VertebraShape, side: float) -> tuple[np.ndarray, np.ndarray, float]:
@@ -236,12 +236,12 @@ def arch_parts(s: VertebraShape, above: float, below: float) -> list[Part]:
         reach = ARTICULAR_REACH * s.body_hh
         lean = np.array([0.0, np.tan(np.deg2rad(s.facet_tilt_deg)), 1.0])  # the pillar leans forwards going up
         parts += [
-            Part(transverse, _transverse(s, pedicle_end, side), cortex=1.3),
-            Part(superior_id, capsule(superior, superior + (above + reach) * lean, ar), cortex=1.5),
+            Part(transverse, _transverse(s, pedicle_end, side)),
+            Part(superior_id, capsule(superior, superior + (above + reach) * lean, ar), cortex=1.2),
             Part(inferior_id, capsule(inferior - 0.1 * s.body_hh * lean, inferior + (below - reach) * lean, ar),
-                 cortex=1.5),
+                 cortex=1.2),
             Part(labels.ARCH, capsule([side * min(s.canal_rx + pr, 0.75 * s.body_rx), -0.5 * s.body_ry, 0.0],
-                                      pedicle_end, [pr, pr, 1.6 * pr]), cortex=1.3),
+                                      pedicle_end, [pr, pr, 1.6 * pr])),
             Part(labels.ARCH, capsule(_around_canal(s, 20.0, lr, side), lamina_mid, [lr, lr, s.lamina_hh])),
             Part(labels.ARCH, capsule(lamina_mid, s.lamina_root, [lr, lr, s.lamina_hh])),
         ]
@@ -319,7 +319,7 @@ def atlas_parts(s: VertebraShape) -> list[Part]:
     mass_x, mass_y = DENS_RADIUS_MM + JOINT_SPACE_MM + 5.5, 0.0
     ring = s.canal_rx + s.lamina_r
     tubercle = np.array([0.0, s.canal_y - s.canal_ry - s.lamina_r, 0.0])
-    parts = [Part(labels.SPINOUS_PROCESS, capsule(tubercle, tubercle + [0, -3.0, 0], [4.0, 3.5, 5.0]), cortex=1.4)]
+    parts = [Part(labels.SPINOUS_PROCESS, capsule(tubercle, tubercle + [0, -3.0, 0], [4.0, 3.5, 5.0]), cortex=1.15)]
     for side, transverse, superior_id, inferior_id in (
             (-1.0, labels.TRANSVERSE_LEFT, labels.ARTICULAR_SUPERIOR_LEFT, labels.ARTICULAR_INFERIOR_LEFT),
             (1.0, labels.TRANSVERSE_RIGHT, labels.ARTICULAR_SUPERIOR_RIGHT, labels.ARTICULAR_INFERIOR_RIGHT)):
@@ -379,7 +379,7 @@ def sacrum_parts(l5: VertebraShape, segments: np.ndarray) -> list[Part]:
     crest = [np.array([0.0, canal_y - cry - l5.lamina_r, -0.2 * hh])]
     crest += [p + [0.0, canal_y * (0.75 - 0.12 * i) - cry * 0.6, 0.0] for i, p in enumerate(segments)]
     for a, b in pairwise(crest):
-        parts.append(Part(0, capsule(a, b, [3.0, 3.5, 4.0]), cortex=1.3))
+        parts.append(Part(0, capsule(a, b, [3.0, 3.5, 4.0])))
     for side in (-1.0, 1.0):
         superior, _, ar = facet_columns(l5, side)
         ala_root = np.array([side * 0.5 * rx, -0.35 * ry, 0.0])
@@ -390,8 +390,7 @@ def sacrum_parts(l5: VertebraShape, segments: np.ndarray) -> list[Part]:
             Part(0, capsule(ala_tip + [-side * 6.0, -2.0, -4.0], lateral, [8.0, 9.0, 9.0]), Tissue.CANCELLOUS,
                  cortex=0.9),
             Part(0, capsule(superior + [0, 0, -0.2 * hh], superior + [0, 0, ARTICULAR_REACH * l5.body_hh + 2.0], ar),
-                 cortex=1.5),
-            Part(0, capsule(superior + [0, 0, -0.2 * hh], crest[0] + [side * 5.0, 0.0, 0.0], [3.0, 3.0, 7.0]),
-                 cortex=1.3),
+                 cortex=1.2),
+            Part(0, capsule(superior + [0, 0, -0.2 * hh], crest[0] + [side * 5.0, 0.0, 0.0], [3.0, 3.0, 7.0])),
         ]
     return parts
