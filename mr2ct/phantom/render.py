@@ -235,6 +235,7 @@ class _BoxCoordinates:
         self.shape = tuple(sl.stop - sl.start for sl in box)
 
     def at(self, sub: tuple[slice, ...], transform: np.ndarray | None = None):
+        """Local coordinates (x, y, z arrays) over a box-relative sub-box, optionally mapped by ``transform``."""
         m = self.m if transform is None else (transform.astype(np.float32) @ self.m)
         ijk = [np.arange(o + sl.start, o + sl.stop, dtype=np.float32).reshape([-1 if a == axis else 1 for a in range(3)])
                for axis, (o, sl) in enumerate(zip(self.origin, sub))]

@@ -372,8 +372,8 @@ def sacrum_parts(l5: VertebraShape, segments: np.ndarray) -> list[Part]:
     s1 = VertebralBody(rx, ry, hh, cup=(1.5, 0.0), notch=0.1 * ry, open=(False, True))
     parts = [Part(0, s1, Tissue.CANCELLOUS, cortex=0.8, clipped=True)]
     column = np.vstack([[0.0, 0.0, -0.5 * hh], segments])
-    scale = np.linspace(0.8, 0.4, len(column))
-    for (a, b), k in zip(pairwise(column), scale):
+    scale = np.linspace(0.8, 0.4, len(segments))
+    for (a, b), k in zip(pairwise(column), scale, strict=True):
         parts.append(Part(0, capsule(a, b, [k * rx, k * ry, 6.0]), Tissue.CANCELLOUS, cortex=0.9))
     canal_y, cry = l5.canal_y, l5.canal_ry
     crest = [np.array([0.0, canal_y - cry - l5.lamina_r, -0.2 * hh])]
