@@ -108,3 +108,15 @@ def test_a_volume_is_one_trajectory_whatever_the_network_batch(tiny_ddim):
     np.testing.assert_allclose(small, large, atol=1e-5)
     other_seed = translate_volume(tiny_ddim, mr, replace(settings, batch_size=2), crop_size=16, seed=8).mean
     assert np.abs(small - other_seed).max() > 1e-3
+
+
+def test_ribs_and_sacrum_do_not_widen_the_image_quality_mask():
+    truth = reference()
+    with_other_bones = truth.seg.copy()
+    with_other_bones[:, 50:58, 20:60] = 26  # sacrum-like label far from the vertebrae
+    with_other_bones[1, 5:10, 5:10] = 105  # a rib in a slice without vertebrae
+    prediction = truth.ct + 0.2
+    plain = image_quality(prediction, truth)
+    other = image_quality(prediction, replace(truth, seg=with_other_bones))
+    for metric in ("slice_index", "l1", "ssim"):
+        np.testing.assert_array_equal(plain[metric], other[metric])
