@@ -15,6 +15,8 @@ from mr2ct.core.config import register_configs
 TINY = [
     "model=pix2pix",
     "data.phantom.subjects=4",
+    "data.phantom.val_fraction=0.17",
+    "data.phantom.test_fraction=0.17",
     "trainer=smoke",
     "loader.crop_size=32",
     "loader.batch_size=4",
