@@ -1,13 +1,11 @@
 """Quick-look PNGs: one per phantom subject (mid-sagittal and axial slices of MR, CT, oracle CT and labels),
-and a grid of every region for T1w and T2w, MR next to the oracle CT:
-
-    python -m mr2ct.phantom.preview --out phantom_grid.png [--seed 0] [--index 0]
-"""
+and a grid of regions for T1w and T2w, MR next to the oracle CT (drawn from subjects made elsewhere:
+``python -m mr2ct.phantom.grid`` generates them)."""
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -15,10 +13,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (backend first)
 import numpy as np  # noqa: E402
 
-from mr2ct.core.config import PhantomConfig, PhantomPreset, Region  # noqa: E402
 from mr2ct.core.io import Volume  # noqa: E402
 from mr2ct.core.labels import BODY, vertebra_mask  # noqa: E402
-from mr2ct.phantom import PHANTOM_VERSION  # noqa: E402
 
 CT_WINDOW = (-400, 1200)
 GRID_REGIONS = ("cervical", "thoracic", "lumbar")
@@ -85,14 +81,10 @@ def write_preview(subject, path: Path) -> Path:
     return _save(figure, path)
 
 
-def write_region_grid(path: Path, seed: int = 0, index: int = 0) -> Path:
-    """One row per region: for T1w and T2w subjects, the mid-sagittal MR next to the oracle CT (same slice),
-    then the same pair PARASAGITTAL_MM to the patient's right (pedicles, foramina, facet joints, ribs)."""
-    from mr2ct.phantom.generate import generate_subject  # imported here: generating is the heavy part
-
-    subjects = {(region, preset): generate_subject(PhantomConfig(
-        preset=PhantomPreset(preset), region=Region(region), seed=seed, subjects=index + 1, landmark_noise_mm=0.0), index)
-        for region in GRID_REGIONS for preset in GRID_PRESETS}
+def write_region_grid(subjects: dict[tuple[str, str], Any], path: Path, title: str) -> Path:
+    """One row per region of ``subjects`` ((region, preset) -> subject): for T1w and T2w, the mid-sagittal MR
+    next to the oracle CT (same slice), then the same pair PARASAGITTAL_MM to the patient's right (pedicles,
+    foramina, facet joints, ribs)."""
     heights = [max(s.mr.shape[2] * s.mr.spacing[2] for (r, _), s in subjects.items() if r == region)
                for region in GRID_REGIONS]
     columns = [(preset, offset) for offset in (0.0, PARASAGITTAL_MM) for preset in GRID_PRESETS]
@@ -110,18 +102,5 @@ def write_region_grid(path: Path, seed: int = 0, index: int = 0) -> Path:
                 side = f" +{offset:.0f} mm" if offset else ""
                 axis.set_title(f"{region} {preset} {'MR' if k == 0 else 'CT'}{side}", fontsize=10)
                 axis.axis("off")
-    figure.suptitle(f"phantom v{PHANTOM_VERSION}, seed {seed}, subject {index}: MR next to the oracle CT (same slice)")
+    figure.suptitle(title)
     return _save(figure, path)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True, help="PNG to write")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--index", type=int, default=0, help="subject index within each region's data set")
-    args = parser.parse_args()
-    print(write_region_grid(args.out, args.seed, args.index))
-
-
-if __name__ == "__main__":
-    main()
