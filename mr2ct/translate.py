@@ -11,7 +11,9 @@ training run prepared its MR (``mr_on_prepared_grid`` with the run's ``preproces
 - ``segment=true``: ``<name>_seg.nii.gz`` (VerSe ids) and ``<name>_subreg.nii.gz`` (subregion ids, when the
   segmenter gives them), from segmenting the synthetic CT on the input's grid (as evaluation does);
 - ``iso=true``: every output again as ``*_iso.nii.gz`` on a 1 mm grid covering the input (RAS+ voxel order),
-  resampled from the grid it was made on (linear for images, nearest for labels).
+  resampled from the grid it was made on (linear for images, nearest for labels), except that a 3D method's
+  labels are segmented from its synthetic CT on the 1 mm grid: super-resolved in the slice direction, as the
+  paper's Figure 7 (a 2D method's CT keeps the MR's slice thickness).
 
 DICOM inputs get NIfTI outputs whose affine is the DICOM geometry. Every file's outputs are written into a
 hidden temp folder and moved in at the end, so a crash never leaves half a set. A file that fails (unreadable,
@@ -44,7 +46,7 @@ from mr2ct.core.config import InferenceConfig, PreprocessConfig, SegmenterConfig
 from mr2ct.core.io import Volume, canonical_volume, from_sitk, load_nifti
 from mr2ct.core.runinfo import run_metadata, write_json
 from mr2ct.core.values import model_to_ct
-from mr2ct.data.preprocess import mr_on_prepared_grid, prepared_grid_3d
+from mr2ct.data.preprocess import mr_on_prepared_grid
 from mr2ct.inference.checkpoint import load_method, locate_checkpoint, trained_config
 from mr2ct.inference.outputs import (
     Content,
@@ -52,12 +54,11 @@ from mr2ct.inference.outputs import (
     write_on_grid,
     write_on_mr_header,
 )
-from mr2ct.inference.volume import translate_volume
+from mr2ct.inference.volume import iso_grid, segments_on_iso_grid, translate_volume
 from mr2ct.methods.base import TranslationModule
-from mr2ct.segment import Segmenter, build_segmenter
+from mr2ct.segment import Segmentation, Segmenter, build_segmenter
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
-ISO_MM = 1.0
 LOG_NAME = "translate_log.json"
 
 
@@ -176,30 +177,38 @@ class Layer:
     suffix: str
     volume: Volume
     content: Content
+    iso_volume: Volume | None = None  # made on the 1 mm grid itself; None: ``volume`` resampled there
 
 
-def segmentation_layers(segmenter: Segmenter, sct: Volume, mr: Volume) -> list[Layer]:
+def segmentation_layers(segmenter: Segmenter, sct: Volume, mr: Volume, iso: Volume | None = None) -> list[Layer]:
     """The segmenter's labels (``_seg``) and, when it gives them, subregions (``_subreg``) of the synthetic
-    CT on the MR's grid, where evaluation segments it too."""
-    on_mr = onto_mr_grid(sct, mr, labels=False)
-    segmentation = segmenter.segment(on_mr.with_array(model_to_ct(on_mr.array).astype(np.float32)))
-    layers = [Layer("_seg", segmentation.labels, "labels")]
-    if segmentation.subregions is not None:
-        layers.append(Layer("_subreg", segmentation.subregions, "labels"))
+    CT on the MR's grid, where evaluation segments it too; with an ``iso`` grid also of the CT on that grid."""
+    native = segment(segmenter, sct, mr)
+    fine = segment(segmenter, sct, iso) if iso is not None else None
+    layers = [Layer("_seg", native.labels, "labels", fine.labels if fine is not None else None)]
+    if native.subregions is not None:
+        layers.append(Layer("_subreg", native.subregions, "labels", fine.subregions if fine is not None else None))
     return layers
+
+
+def segment(segmenter: Segmenter, sct: Volume, grid: Volume) -> Segmentation:
+    """The segmentation of a model-space synthetic CT resampled onto ``grid``."""
+    on_grid = onto_mr_grid(sct, grid, labels=False)
+    return segmenter.segment(on_grid.with_array(model_to_ct(on_grid.array).astype(np.float32)))
 
 
 def write_layers(
     layers: list[Layer], mr: Volume, reference: nib.Nifti1Image, name: str, folder: Path, iso: bool
 ) -> list[Path]:
-    """Each layer written on the input's header; with ``iso`` also onto a 1 mm grid covering the input.
-    Linear for images (float32 HU), nearest for labels (int16)."""
-    iso_grid = prepared_grid_3d(mr, ISO_MM) if iso else None
+    """Each layer written on the input's header; with ``iso`` also onto a 1 mm grid covering the input (its
+    ``iso_volume`` where it has one). Linear for images (float32 HU), nearest for labels (int16)."""
+    fine = iso_grid(mr) if iso else None
     paths = []
     for layer in layers:
         paths.append(write_on_mr_header(layer.volume, reference, folder / f"{name}{layer.suffix}.nii.gz", layer.content))
-        if iso_grid is not None:
-            paths.append(write_on_grid(layer.volume, iso_grid, folder / f"{name}{layer.suffix}_iso.nii.gz", layer.content))
+        if fine is not None:
+            source = layer.iso_volume if layer.iso_volume is not None else layer.volume
+            paths.append(write_on_grid(source, fine, folder / f"{name}{layer.suffix}_iso.nii.gz", layer.content))
     return paths
 
 
@@ -242,7 +251,8 @@ class Translator:
         if translation.std is not None:
             layers.append(Layer("_sct_std", grid.with_array(translation.std), "std"))
         if self.segmenter is not None:
-            layers += segmentation_layers(self.segmenter, sct, mr)
+            super_resolved = self.iso and segments_on_iso_grid(self.method)
+            layers += segmentation_layers(self.segmenter, sct, mr, iso_grid(mr) if super_resolved else None)
         return layers
 
     def translate_item(self, item: InputItem, output: Path) -> list[Path]:

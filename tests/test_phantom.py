@@ -319,7 +319,7 @@ def test_command_line_writes_the_subject_layout_with_previews(tmp_path):
                                                                     "sub-000,train,t2w,cervical,t2w"]
     expected = {"mr.nii.gz", "ct.nii.gz", "ct_seg.nii.gz", "ct_subreg.nii.gz", "mr_landmarks.json",
                 "ct_landmarks.json", "mr_seg.nii.gz", "mr_subreg.nii.gz", "oracle_ct.nii.gz", "true_transform.json",
-                "preview.png"}
+                "preview.png", "mr_seg_iso.nii.gz", "mr_subreg_iso.nii.gz"}  # iso: T2w thin slices are 1 mm
     assert {p.name for p in (out_dir / "sub-000").iterdir()} == expected
     assert (out_dir / "sub-000" / "preview.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     typo = subprocess.run([sys.executable, "-m", "mr2ct.phantom", f"out_dir={out_dir}", "subjets=2"],

@@ -88,7 +88,9 @@ class PreprocessConfig:
 
 @dataclass
 class LoaderConfig:
-    crop_size: int = 64
+    crop_size: int = 64  # 2D crop side; 3D patch side on every axis unless patch_size is set
+    # 3D patch per axis (left-right, posterior-anterior, inferior-superior), e.g. the paper's [32, 128, 128]
+    patch_size: Optional[List[int]] = None
     batch_size: int = 8
     num_workers: int = 0
     jitter: float = 0.2  # MR brightness and contrast jitter, training batches only
@@ -110,8 +112,17 @@ class InferenceConfig:
     w: float = 0.0
     samples: int = 1
     batch_size: int = 16  # windows per network call
-    window: Optional[int] = None  # window side in voxels; None: the method's default tiling (its card)
+    # window side in voxels, one int for every axis or one per axis (3D: [X, Y, Z]); None: the method's default
+    # tiling (its card). With batch_size it bounds the memory of a network call, whatever the volume's size.
+    window: Any = None
     overlap: Optional[float] = None  # fraction of the window shared by neighbours; None: the card's default
+
+    def __post_init__(self) -> None:
+        sizes = [self.window] if isinstance(self.window, int) else self.window
+        if self.window is not None and not (
+            isinstance(sizes, (list, tuple)) and sizes and all(isinstance(s, int) and s > 0 for s in sizes)
+        ):
+            raise ValueError(f"inference.window must be null, a positive int or a list of them, got {self.window!r}")
 
 
 @dataclass
@@ -233,6 +244,7 @@ class TrainConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
     seed: int = 0
     ckpt_path: Optional[str] = None
+    iso: bool = False  # also write outputs on a 1 mm isotropic grid and score labels there (iso ground truth)
     experiment_name: str = "default"
     fail_on_purpose: bool = False  # tests: make this job raise after set-up (multirun failure handling)
 
@@ -248,6 +260,7 @@ class EvaluateConfig:
     logger: LoggerConfig = MISSING
     paths: PathsConfig = field(default_factory=PathsConfig)
     seed: int = 0
+    iso: bool = False  # also write outputs on a 1 mm isotropic grid and score labels there (iso ground truth)
     experiment_name: str = "evaluate"
     # extra test sets to score, by name (the run's data.test_sets), whatever their MR contrast (marked when it
     # differs); null: those of the training contrast; []: the training data's test split only

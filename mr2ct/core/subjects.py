@@ -28,9 +28,12 @@ CONTRASTS = ("t1w", "t2w")
 COORDINATE_SYSTEMS = ("RAS", "LPS")
 MIN_LANDMARK_PAIRS = 3
 REQUIRED_IMAGES = ("mr", "ct", "ct_seg", "ct_subreg")
-OPTIONAL_IMAGES = ("mr_seg", "mr_subreg", "oracle_ct")
-LABEL_IMAGES = ("ct_seg", "ct_subreg", "mr_seg", "mr_subreg")
-GRID_OF = {"ct_seg": "ct", "ct_subreg": "ct", "mr_seg": "mr", "mr_subreg": "mr", "oracle_ct": "mr"}
+# mr_seg_iso / mr_subreg_iso: ground-truth labels on a 1 mm isotropic grid over the MR's field of view, where
+# super-resolved segmentations of 3D methods are scored (the phantom renders them)
+OPTIONAL_IMAGES = ("mr_seg", "mr_subreg", "oracle_ct", "mr_seg_iso", "mr_subreg_iso")
+LABEL_IMAGES = ("ct_seg", "ct_subreg", "mr_seg", "mr_subreg", "mr_seg_iso", "mr_subreg_iso")
+GRID_OF = {"ct_seg": "ct", "ct_subreg": "ct", "mr_seg": "mr", "mr_subreg": "mr", "oracle_ct": "mr",
+           "mr_subreg_iso": "mr_seg_iso"}
 
 
 class SubjectError(ValueError):
@@ -105,6 +108,8 @@ class Subject:
     mr_seg: Volume | None = None
     mr_subreg: Volume | None = None
     oracle_ct: Volume | None = None
+    mr_seg_iso: Volume | None = None
+    mr_subreg_iso: Volume | None = None
     true_transform: TrueTransform | None = None
     preset: str = ""
 
@@ -265,6 +270,7 @@ def _load_subject(root: Path, row: dict[str, str]) -> tuple[Subject | None, list
         mr=volumes["mr"], ct=volumes["ct"], ct_seg=volumes["ct_seg"], ct_subreg=volumes["ct_subreg"],
         mr_landmarks=landmarks["mr_landmarks"], mr_image=images["mr"], ct_landmarks=landmarks.get("ct_landmarks"),
         mr_seg=volumes.get("mr_seg"), mr_subreg=volumes.get("mr_subreg"), oracle_ct=volumes.get("oracle_ct"),
+        mr_seg_iso=volumes.get("mr_seg_iso"), mr_subreg_iso=volumes.get("mr_subreg_iso"),
         true_transform=true_transform, preset=row.get("preset", ""),
     ), []
 

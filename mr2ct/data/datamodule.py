@@ -6,7 +6,9 @@ separately and cropped and flipped independently, so no pixel correspondence lea
 pool is still the CT registered with the chosen mode. Validation batches: fixed centre crops of the stored
 arrays, never augmented. Images are (B, 1, H, W) with H = anterior-posterior and W = inferior-superior
 (a sagittal slice ``volume[i]`` in RAS+ order), or (B, 1, X, Y, Z) patches in 3D; regions outside the data
-are filled with -1 (air in CT, black in MR).
+are filled with -1 (air in CT, black in MR). 3D patches (``loader.patch_size`` per axis, else ``crop_size``
+cubes) also carry ``position``: the (B, 3, X, Y, Z) crop of the volume's position ramps
+(:mod:`mr2ct.data.positions`), flipped with the patch.
 
 Randomness never depends on the number of workers: the sampler hands each item its own seed, drawn from
 ``seed`` and the epoch, so the same seed gives the same batches.
@@ -27,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from mr2ct.core.config import LoaderConfig
 from mr2ct.core.labels import vertebra_mask
 from mr2ct.core.values import BACKGROUND
+from mr2ct.data.positions import position_ramps
 from mr2ct.data.preprocess import load_manifest, record_filenames
 
 EVAL_SPLITS = ("val", "test")
@@ -52,6 +55,16 @@ class Reference:
 
 
 @dataclass(frozen=True)
+class IsoLabels:
+    """Ground-truth labels on a 1 mm isotropic grid over the MR's field of view (where the subject has them):
+    where super-resolved segmentations are scored."""
+
+    seg: np.ndarray
+    subreg: np.ndarray
+    affine: np.ndarray
+
+
+@dataclass(frozen=True)
 class TestVolume:
     """A whole evaluation volume: the model input on the method's prepared grid and the reference."""
 
@@ -61,6 +74,7 @@ class TestVolume:
     affine: np.ndarray  # prepared grid -> RAS mm
     reference: Reference
     mr_path: str  # the subject's MR file: outputs are written on its header
+    iso_labels: IsoLabels | None = None
 
 
 # ---------------------------------------------------------------------------------------------- pure helpers
@@ -85,6 +99,24 @@ def crop(
     region = image[source]
     canvas[destination] = region if transform is None else transform(region)
     return canvas if flip_axis is None else np.flip(canvas, axis=flip_axis)
+
+
+def crop_shape(loader_cfg: LoaderConfig, dims: int) -> list[int]:
+    """The training and validation view: a ``crop_size`` square (2D); a ``patch_size`` patch, else a
+    ``crop_size`` cube (3D)."""
+    if dims == 3 and loader_cfg.patch_size is not None:
+        if len(loader_cfg.patch_size) != 3:
+            raise ValueError(f"loader.patch_size needs 3 sides (left-right, posterior-anterior, inferior-superior), "
+                             f"got {list(loader_cfg.patch_size)}")
+        return [int(n) for n in loader_cfg.patch_size]
+    return [loader_cfg.crop_size] * dims
+
+
+def positions_of_crop(volume_shape: Sequence[int], start: Sequence[int], size: Sequence[int],
+                      flip_axis: int | None = None) -> np.ndarray:
+    """The position ramps of a 3D crop (3, *size), flipped along ``flip_axis`` of the crop like its image."""
+    ramps = position_ramps(volume_shape, start, size)
+    return ramps if flip_axis is None else np.flip(ramps, axis=flip_axis)
 
 
 def random_start(shape: Sequence[int], size: Sequence[int], rng: np.random.Generator) -> list[int]:
@@ -211,6 +243,7 @@ class TrainSet(Dataset):
     def __init__(self, volumes: list[dict], subjects: Sequence[str], dims: int, loader_cfg: LoaderConfig,
                  min_spine_pixels: int):
         self.volumes, self.dims, self.cfg = volumes, dims, loader_cfg
+        self.size = crop_shape(loader_cfg, dims)
         if dims == 2:
             self.samples = [(v, int(s)) for v, vol in enumerate(volumes) for s in spine_slices(vol["seg"], min_spine_pixels)]
         else:
@@ -230,13 +263,12 @@ class TrainSet(Dataset):
         return array[index] if self.dims == 2 else array
 
     def _start(self, position: int, rng: np.random.Generator) -> list[int]:
-        size = [self.cfg.crop_size] * self.dims
         shape = self._image(position, "mr").shape
         if self.dims == 2:
-            return random_start(shape, size, rng)
+            return random_start(shape, self.size, rng)
         low, high = self.boxes[self.samples[position][0]]
         centre = [int(rng.integers(lo, hi + 1)) for lo, hi in zip(low, high)]
-        return start_around(centre, shape, size)
+        return start_around(centre, shape, self.size)
 
     def _flip(self, rng: np.random.Generator) -> int | None:
         return -2 if self.cfg.flip_ap and rng.random() < 0.5 else None  # AP is axis -2 in 2D and 3D
@@ -247,11 +279,14 @@ class TrainSet(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
         position, item_seed = key
         rng = np.random.default_rng(item_seed)
-        size = [self.cfg.crop_size] * self.dims
         start, flip = self._start(position, rng), self._flip(rng)
-        mr = crop(self._image(position, "mr"), start, size, flip, self._jitter(rng))
-        ct = crop(self._image(position, "ct"), start, size, flip)
-        return {"mr": _as_tensor(mr), "ct": _as_tensor(ct)}
+        image = self._image(position, "mr")
+        mr = crop(image, start, self.size, flip, self._jitter(rng))
+        ct = crop(self._image(position, "ct"), start, self.size, flip)
+        item = {"mr": _as_tensor(mr), "ct": _as_tensor(ct)}
+        if self.dims == 3:
+            item["position"] = torch.from_numpy(positions_of_crop(image.shape, start, self.size, flip).copy())
+        return item
 
 
 class UnpairedTrainSet(TrainSet):
@@ -259,8 +294,7 @@ class UnpairedTrainSet(TrainSet):
     another, each with its own crop and flip; the MR jittered as in paired training."""
 
     def _view(self, position: int, key: str, rng: np.random.Generator, transform=None) -> np.ndarray:
-        size = [self.cfg.crop_size] * self.dims
-        return crop(self._image(position, key), self._start(position, rng), size, self._flip(rng), transform)
+        return crop(self._image(position, key), self._start(position, rng), self.size, self._flip(rng), transform)
 
     def __getitem__(self, key: tuple[int, int, int]) -> dict[str, torch.Tensor]:
         mr_position, ct_position, item_seed = key
@@ -271,10 +305,11 @@ class UnpairedTrainSet(TrainSet):
 
 
 class ValSet(Dataset):
-    """Fixed validation views: centre crops of spine slices (2D) or a patch at the spine's centre (3D)."""
+    """Fixed validation views: centre crops of spine slices (2D) or a patch at the spine's centre, with its
+    position ramps (3D)."""
 
-    def __init__(self, volumes: list[dict], dims: int, crop_size: int, min_spine_pixels: int):
-        self.volumes, self.dims, self.size = volumes, dims, [crop_size] * dims
+    def __init__(self, volumes: list[dict], dims: int, size: Sequence[int], min_spine_pixels: int):
+        self.volumes, self.dims, self.size = volumes, dims, list(size)
         if dims == 2:
             self.samples = [(v, int(s)) for v, vol in enumerate(volumes) for s in spine_slices(vol["seg"], min_spine_pixels)]
         else:
@@ -293,7 +328,10 @@ class ValSet(Dataset):
             mr, ct = record["mr"], record["ct"]
             low, high = spine_box(record["seg"])
             start = start_around((low + high) // 2, mr.shape, self.size)
-        return {"mr": _as_tensor(crop(mr, start, self.size)), "ct": _as_tensor(crop(ct, start, self.size))}
+        item = {"mr": _as_tensor(crop(mr, start, self.size)), "ct": _as_tensor(crop(ct, start, self.size))}
+        if self.dims == 3:
+            item["position"] = torch.from_numpy(positions_of_crop(mr.shape, start, self.size))
+        return item
 
 
 # ---------------------------------------------------------------------------------------------- module
@@ -346,7 +384,7 @@ class SpineDataModule(L.LightningDataModule):
         if self.val_set is None and stage in (None, "fit", "validate"):
             # Validation scores the same target as training: the CT registered with the chosen mode.
             volumes = self._records("val", {"mr": "mr", "target_ct": "ct", "target_seg": "seg"})
-            self.val_set = ValSet(volumes, self.dims, self.loader_cfg.crop_size, self.min_spine_pixels)
+            self.val_set = ValSet(volumes, self.dims, crop_shape(self.loader_cfg, self.dims), self.min_spine_pixels)
 
     def _loader(self, dataset: Dataset, sampler: Sampler | None) -> DataLoader:
         workers = self.loader_cfg.num_workers
@@ -376,6 +414,8 @@ class SpineDataModule(L.LightningDataModule):
         for relative in self.manifest["files"][split]:
             with np.load(self.prepared_dir / relative) as stored:
                 reference = Reference(*(stored[f"reference_{key}"] for key in ("mr", "ct", "seg", "subreg", "affine")))
+                iso = (IsoLabels(*(stored[f"reference_iso_{key}"] for key in ("seg", "subreg", "affine")))
+                       if "reference_iso_seg" in stored else None)
                 volumes.append(TestVolume(Path(relative).stem, str(stored["contrast"]), stored["mr"], stored["affine"],
-                                          reference, str(stored["mr_path"])))
+                                          reference, str(stored["mr_path"]), iso))
         return volumes

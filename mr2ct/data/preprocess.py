@@ -46,7 +46,7 @@ from mr2ct.registration import (
     write_registration_report,
 )
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: test records carry reference_iso_* where the subject has isotropic ground truth
 SPLITS = ("train", "val", "test")
 MANIFEST = "manifest.json"
 REGISTRATION_REPORT = "registration_report.csv"
@@ -149,7 +149,9 @@ def prepare_subject(
     Val/test: one undeformed record: the model input ``mr`` on the prepared grid and the evaluation
     reference ``reference_*`` (MR, CT, labels; independent of the registration mode) on the evaluation grid,
     the subject's native MR grid, where every method is scored and its outputs are written. Val also
-    carries the mode's registered ``target_ct/target_seg`` on the prepared grid, the training target.
+    carries the mode's registered ``target_ct/target_seg`` on the prepared grid, the training target. Where the
+    subject has isotropic ground-truth labels (``mr_seg_iso``), ``reference_iso_*`` holds them and their grid,
+    where super-resolved segmentations are scored (``iso=true``).
     """
     try:
         mr, grid, robust_max = mr_on_prepared_grid(subject.mr, preprocess_cfg, dims)
@@ -181,6 +183,10 @@ def prepare_subject(
         "contrast": np.str_(subject.contrast),
         "mr_path": np.str_(str((Path(subject.folder) / "mr.nii.gz").resolve())),
     }
+    if subject.mr_seg_iso is not None and subject.mr_subreg_iso is not None:
+        record.update(reference_iso_seg=subject.mr_seg_iso.array.astype(np.int16),
+                      reference_iso_subreg=subject.mr_subreg_iso.array.astype(np.uint8),
+                      reference_iso_affine=subject.mr_seg_iso.affine)
     if subject.split == "val":
         record.update(target_ct=target["ct"], target_seg=target["seg"])
     return [record]

@@ -2,6 +2,9 @@
 
 A volume is one translation, not a mosaic of independent ones: the method applies its network in windows at
 every step (see :mod:`mr2ct.methods.windows`), so a sampling method draws one trajectory per volume.
+
+Outputs may also go onto a 1 mm isotropic grid (``iso=true``), where a 3D method's synthetic CT is segmented
+at its own resolution: super-resolution in the slice direction (the paper's Figure 7).
 """
 
 from __future__ import annotations
@@ -13,8 +16,23 @@ import torch
 from tqdm.auto import tqdm
 
 from mr2ct.core.config import InferenceConfig
+from mr2ct.core.io import Volume
 from mr2ct.core.values import MODEL_MAX, MODEL_MIN
+from mr2ct.data.preprocess import prepared_grid_3d
 from mr2ct.methods.base import TranslationModule
+
+ISO_MM = 1.0
+
+
+def iso_grid(native: Volume) -> Volume:
+    """The 1 mm isotropic output grid covering ``native``'s field of view (RAS+ voxel order)."""
+    return prepared_grid_3d(native, ISO_MM)
+
+
+def segments_on_iso_grid(method: TranslationModule) -> bool:
+    """Whether the method's iso labels come from segmenting its CT on the iso grid: a 3D method translates on an
+    isotropic grid; a 2D method's CT keeps the MR's slice thickness, so its native-grid labels are resampled."""
+    return method.card.dims == 3
 
 
 @dataclass

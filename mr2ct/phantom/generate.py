@@ -34,6 +34,7 @@ EXTERNAL_LABEL_MARGIN_MM = 3.0  # MRSpineSeg-like labels reach this far beyond t
 MR_AXCODES = ("L", "I", "P")  # sagittal acquisition: slices left-right first, rows inferior, columns posterior
 CT_AXCODES = ("L", "P", "S")  # DICOM-like axial stack
 CT_SPACING_MM = 1.0
+ISO_MM = 1.0  # the isotropic ground-truth labels (mr_seg_iso, mr_subreg_iso) are written at this spacing
 FOV_MARGIN_MM = {"lateral_mr": 15.0, "lateral_ct": 6.0, "anterior_mr": 30.0, "anterior_ct": 15.0, "posterior_mr": 8.0,
                  "posterior_ct": 10.0, "cranio_caudal": 6.0}
 SACRUM_IN_FOV_MM = 5.0  # a lumbar field of view shows the sacrum down to this far below the S1 centre
@@ -61,6 +62,10 @@ class PhantomSubject:
     mr_tissue: Volume
     ct_tissue: Volume
     anatomy: Anatomy
+    # labels of the thin-slice rendering where it is 1 mm isotropic (3 mm slices split in 3, 1 mm in-plane): the
+    # ground truth of super-resolved (3D) segmentations; None for protocols whose thin slices are not isotropic
+    mr_seg_iso: Volume | None = None
+    mr_subreg_iso: Volume | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -154,6 +159,7 @@ def generate_subject(config: PhantomConfig, index: int) -> PhantomSubject:
             mr_landmarks = {v: {kind: point + landmark_rng.normal(0.0, config.landmark_noise_mm, 3)
                                 for kind, point in kinds.items()} for v, kinds in mr_landmarks.items()}
 
+    iso = bool(np.allclose(spacing_of(thin_grid), ISO_MM))
     split = assign_splits(config.subjects, config.val_fraction, config.test_fraction, int(config.seed))[index]
     return PhantomSubject(
         name=subject_name(index), split=split, contrast=protocol.contrast, region=region, preset=preset,
@@ -162,7 +168,8 @@ def generate_subject(config: PhantomConfig, index: int) -> PhantomSubject:
         mr_subreg=Volume(mr_subreg, mr_grid.affine), oracle_ct=Volume(oracle, mr_grid.affine),
         mr_landmarks=mr_landmarks, ct_landmarks=ct_landmarks, true_transform=true_transform,
         mr_tissue=Volume(on_mr.tissue, mr_grid.affine), ct_tissue=Volume(ct_maps.tissue, ct_grid.affine),
-        anatomy=anatomy, timings=timings,
+        anatomy=anatomy, mr_seg_iso=Volume(thin.bone, thin_grid.affine) if iso else None,
+        mr_subreg_iso=Volume(thin.subregion, thin_grid.affine) if iso else None, timings=timings,
     )
 
 
@@ -281,8 +288,9 @@ def write_subject(subject: PhantomSubject, folder: Path, preview: bool = False) 
     folder.mkdir(parents=True, exist_ok=True)
     for name, axcodes in (("mr", MR_AXCODES), ("mr_seg", MR_AXCODES), ("mr_subreg", MR_AXCODES),
                           ("oracle_ct", MR_AXCODES), ("ct", CT_AXCODES), ("ct_seg", CT_AXCODES),
-                          ("ct_subreg", CT_AXCODES)):
-        save_nifti(reorient(getattr(subject, name), axcodes), folder / f"{name}.nii.gz")
+                          ("ct_subreg", CT_AXCODES), ("mr_seg_iso", MR_AXCODES), ("mr_subreg_iso", MR_AXCODES)):
+        if getattr(subject, name) is not None:
+            save_nifti(reorient(getattr(subject, name), axcodes), folder / f"{name}.nii.gz")
     write_landmarks(subject.mr_landmarks, folder / "mr_landmarks.json", coordinate_system="LPS")
     write_landmarks(subject.ct_landmarks, folder / "ct_landmarks.json", coordinate_system="RAS")
     atomic_write_text(json.dumps(subject.true_transform.to_json(), indent=1), folder / "true_transform.json")

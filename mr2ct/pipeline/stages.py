@@ -89,7 +89,8 @@ def score_test_sets(
     cfg: DictConfig, method: TranslationModule, datamodule: SpineDataModule, run_dir: Path, baseline: bool
 ) -> tuple[dict[str, Any], dict[str, Path]]:
     """Translate and segment the test volumes of every test set, write NIfTIs and figures; return the
-    results.json blocks (one per dataset) and the figures."""
+    results.json blocks (one per dataset) and the figures. With ``cfg.iso`` also the outputs on the 1 mm
+    isotropic grid and, where the subjects have isotropic ground truth, their Dice there (``dice_iso``)."""
     segmenter = build_segmenter(cfg.segmenter, cfg.paths.cache_dir)
     mean_slice = mean_training_ct_slice(datamodule.train_files, cfg.preprocess.min_spine_pixels) if baseline else None
     datasets: dict[str, Any] = {}
@@ -99,7 +100,7 @@ def score_test_sets(
         log.info("scoring %s: %d test volumes", name, len(volumes))
         outputs = score_volumes(
             method, volumes, inference_settings(cfg), cfg.loader.crop_size, run_dir / "predictions" / name,
-            seed=cfg.seed, segmenter=segmenter, progress=cfg.trainer.enable_progress_bar,
+            seed=cfg.seed, segmenter=segmenter, progress=cfg.trainer.enable_progress_bar, iso=cfg.iso,
         )
         block: dict[str, Any] = {
             "contrasts": test_set.contrasts,
@@ -108,6 +109,8 @@ def score_test_sets(
             "dice": dice_summary(outputs),
             "reference_ct_dice": dice_summary(outputs, "reference_dice"),
         }
+        if cfg.iso:
+            block["dice_iso"] = dice_summary(outputs, "iso_dice")
         if mean_slice is not None:
             per_volume = mean_ct_baseline_metrics(mean_slice, volumes)
             block["baseline_mean_ct"] = {"aggregates": image_quality_summary(
