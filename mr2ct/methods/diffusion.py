@@ -22,7 +22,7 @@ from mr2ct.diffusion.sampler import Prediction, null_condition_like, sample
 from mr2ct.diffusion.schedule import NoiseSchedule
 from mr2ct.methods.base import TranslationModule
 from mr2ct.methods.card import SAMPLING_SETTINGS, MethodCard
-from mr2ct.methods.windows import windowed_model_fn
+from mr2ct.methods.windows import Windows, windowed_model_fn
 from mr2ct.nets.sa_unet import SAUNetSettings
 
 
@@ -57,10 +57,11 @@ class ConditionalDiffusion(TranslationModule):
     """The shared machinery; a subclass fixes what the network predicts (``prediction``) and its card."""
 
     prediction: ClassVar[Prediction]
+    condition_channels: ClassVar[int] = 1  # the MR; the 3D methods add their position ramps
 
     def __init__(self, model: dict[str, Any]):
         super().__init__(model)
-        self.net = self.settings.net.build(in_channels=2, out_channels=1, dims=self.card.dims)
+        self.net = self.settings.net.build(in_channels=1 + self.condition_channels, out_channels=1, dims=self.card.dims)
         self.ema = AveragedModel(self.net, avg_fn=ema_with_warmup(self.settings.extra.ema_decay), use_buffers=True)
         self.schedule = NoiseSchedule.cosine(self.settings.extra.timesteps)
 
@@ -84,22 +85,27 @@ class ConditionalDiffusion(TranslationModule):
         self.ema.update_parameters(self.net)
 
     def translate(self, mr: torch.Tensor, inference: InferenceConfig, generator: torch.Generator | None = None) -> torch.Tensor:
-        net = self.ema.module
         windows = self.windows(inference, mr)
         canvas = windows.pad(mr, BACKGROUND)
-        x0 = sample(
-            windowed_model_fn(lambda x_t, t, cond: self.denoise(net, x_t, t, cond), windows),
-            canvas,
+        return windows.crop(self.sample_canvas(canvas, windows, inference, generator), mr.shape[2:])
+
+    def sample_canvas(self, cond: torch.Tensor, windows: Windows, inference: InferenceConfig,
+                      generator: torch.Generator | None) -> torch.Tensor:
+        """x0 for a canvas-shaped condition (at least a window per axis): one trajectory, with the EMA
+        network applied in ``windows`` at every step."""
+        net = self.ema.module
+        return sample(
+            windowed_model_fn(lambda x_t, t, c: self.denoise(net, x_t, t, c), windows),
+            cond,
             self.schedule,
             prediction=self.prediction,
             sampler=getattr(inference.sampler, "value", inference.sampler),
             steps=inference.t,
             eta=inference.eta,
             w=inference.w,
-            null_cond=null_condition_like(canvas),
+            null_cond=null_condition_like(cond),
             generator=generator,
         )
-        return windows.crop(x0, mr.shape[2:])
 
     def configure_optimizers(self):
         return self.adam(self.net.parameters())
