@@ -139,6 +139,6 @@ def test_checkpoint_loads_weights_only_and_translates_a_test_volume(cut_run: Pat
     assert torch.load(checkpoint, weights_only=True)["state_dict"]
     method = load_method("cut", checkpoint)  # weights_only=True
     volume = SpineDataModule(results["prepared_dataset"], LoaderConfig()).test_volumes()[0]
-    translation = translate_volume(method, volume.mr, InferenceConfig(), crop_size=32)
+    translation = translate_volume(method, volume.mr, InferenceConfig(batch_size=64), crop_size=32)
     assert translation.mean.shape == volume.mr.shape and np.isfinite(translation.mean).all()
     assert np.abs(translation.mean).max() <= 1.0

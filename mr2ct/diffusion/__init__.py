@@ -1,5 +1,7 @@
-"""Diffusion maths shared by the 2D and 3D methods: the noise schedule and the DDIM/DDPM samplers."""
+"""Diffusion maths shared by the 2D and 3D methods: the noise schedule and the DDIM/DDPM samplers, and
+SynDiff's few large steps (schedule, posterior, sampler)."""
 
+from mr2ct.diffusion.large_steps import LargeStepSchedule, sample_large_steps
 from mr2ct.diffusion.sampler import (
     NULL_CONDITION_VALUE,
     Prediction,
@@ -17,6 +19,7 @@ from mr2ct.diffusion.schedule import NoiseSchedule, cosine_alphas_cumprod, q_sam
 
 __all__ = [
     "NULL_CONDITION_VALUE",
+    "LargeStepSchedule",
     "NoiseSchedule",
     "Prediction",
     "SamplerName",
@@ -29,5 +32,6 @@ __all__ = [
     "null_condition_like",
     "q_sample",
     "sample",
+    "sample_large_steps",
     "x0_and_eps",
 ]

@@ -27,7 +27,7 @@ from mr2ct.methods.base import TranslationModule
 from mr2ct.methods.card import MethodCard
 from mr2ct.methods.pix2pix import PatchGANSettings, linear_decay_second_half
 from mr2ct.nets.generators import TanhHead
-from mr2ct.nets.resnet import ResnetGenerator
+from mr2ct.nets.resnet import ResnetGenerator, ResnetSettings
 from mr2ct.nets.sa_unet import SAUNetSettings
 
 PROBE_SIZE = 32  # side of the blank image that reads the feature widths off a new generator (2 ** 5 levels)
@@ -43,6 +43,27 @@ def captured_outputs(modules: Sequence[nn.Module]) -> Iterator[list[Tensor]]:
     finally:
         for handle in handles:
             handle.remove()
+
+
+class FeaturesComplete(Exception):
+    """Raised by the last feature layer: the rest of the forward pass is not needed."""
+
+
+def read_features(generator: nn.Module, layers: Sequence[nn.Module], image: Tensor) -> list[Tensor]:
+    """The outputs of ``layers`` (in call order) for ``image``; the pass stops after the last of them."""
+
+    def stop(module, args, out):
+        raise FeaturesComplete
+
+    with captured_outputs(layers) as features:
+        handle = layers[-1].register_forward_hook(stop)
+        try:
+            generator(image)
+        except FeaturesComplete:
+            pass
+        finally:
+            handle.remove()
+    return features
 
 
 def sample_patches(features: Tensor, ids: Tensor) -> Tensor:
@@ -88,24 +109,23 @@ class PatchNCE(nn.Module):
 
 
 @dataclass
-class ResnetSettings:
-    """``model.net`` of CUT ResNet: the generator and the layer indices PatchNCE reads."""
+class CUTResnetSettings(ResnetSettings):
+    """``model.net`` of CUT ResNet: the generator (the paper's tuning) and the layer indices PatchNCE reads."""
 
     channels: int = 32
     downsamplings: int = 1
     blocks: int = 8
-    dropout: float = 0.0
     nce_layers: list[int] = field(default_factory=lambda: [0, 4, 8, 12, 16])
 
     def build(self) -> ResnetGenerator:
-        generator = ResnetGenerator(self.channels, self.downsamplings, self.blocks, self.dropout)
+        generator = super().build()
         outside = [i for i in self.nce_layers if not 0 <= i < len(generator)]
         if outside:
             raise ValueError(f"nce_layers {outside} outside the generator's {len(generator)} layers")
         return generator
 
     def feature_layers(self, generator: ResnetGenerator) -> list[nn.Module]:
-        return [generator[i] for i in self.nce_layers]
+        return [generator[i] for i in sorted(self.nce_layers)]
 
 
 @dataclass
@@ -154,7 +174,7 @@ def lsgan(score: Tensor, real: bool) -> Tensor:
 class CUT(TranslationModule):
     """Unpaired MR -> CT with the paper's tuned ResNet generator (one down/up convolution, 8 blocks)."""
 
-    card = MethodCard(name="cut", label="CUT ResNet", paired=False, dims=2, net=ResnetSettings, loss=CUTLoss,
+    card = MethodCard(name="cut", label="CUT ResNet", paired=False, dims=2, net=CUTResnetSettings, loss=CUTLoss,
                       extra=CUTExtra)
 
     def __init__(self, model: dict[str, Any]):
@@ -170,8 +190,8 @@ class CUT(TranslationModule):
 
     def feature_widths(self) -> list[int]:
         """Channels of each PatchNCE layer, read off one forward pass of a blank image."""
-        with torch.no_grad(), captured_outputs(self.feature_layers) as features:
-            self.generator(torch.zeros(1, 1, PROBE_SIZE, PROBE_SIZE))
+        with torch.no_grad():
+            features = read_features(self.generator, self.feature_layers, torch.zeros(1, 1, PROBE_SIZE, PROBE_SIZE))
         return [f.shape[1] for f in features]
 
     def translate(self, mr: Tensor, inference: InferenceConfig, generator=None) -> Tensor:
@@ -186,7 +206,7 @@ class CUT(TranslationModule):
 
     def nce(self, output: Tensor, input_features: list[Tensor]) -> Tensor:
         """PatchNCE between the features of ``output`` (passed through the generator again) and its input's."""
-        return self.patch_nce(self.translated(output)[1], input_features)
+        return self.patch_nce(read_features(self.generator, self.feature_layers, output), input_features)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         opt_g, opt_d = self.optimizers()

@@ -7,11 +7,13 @@ from mr2ct.methods.card import MethodCard
 from mr2ct.methods.cut import CUT, CUTSAUNet
 from mr2ct.methods.diffusion import DDIMImage, DDIMNoise
 from mr2ct.methods.pix2pix import Pix2Pix, Pix2PixSAUNet
+from mr2ct.methods.syndiff import SynDiff
 from mr2ct.methods.volumetric import DDIMImage3D, DDIMNoise3D, Pix2Pix3D
 
 METHODS: dict[str, type[TranslationModule]] = {
     method.card.name: method
-    for method in (Pix2Pix, Pix2PixSAUNet, CUT, CUTSAUNet, DDIMNoise, DDIMImage, Pix2Pix3D, DDIMNoise3D, DDIMImage3D)
+    for method in (Pix2Pix, Pix2PixSAUNet, CUT, CUTSAUNet, SynDiff, DDIMNoise, DDIMImage, Pix2Pix3D, DDIMNoise3D,
+                   DDIMImage3D)
 }
 """In the paper's table order."""
 

@@ -10,6 +10,8 @@ Inputs must be divisible by 2 ** downsamplings.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from torch import Tensor, nn
 
 STEM_KERNEL = 7
@@ -52,3 +54,16 @@ class ResnetGenerator(nn.Sequential):
         layers += [nn.ReflectionPad2d(STEM_KERNEL // 2), nn.Conv2d(channels, 1, STEM_KERNEL), nn.Tanh()]
         super().__init__(*layers)
         self.downsample_factor = 2**downsamplings
+
+
+@dataclass
+class ResnetSettings:
+    """The configurable part of a :class:`ResnetGenerator` (``model.net`` of CUT ResNet, SynDiff's translators)."""
+
+    channels: int = 64
+    downsamplings: int = 2
+    blocks: int = 9
+    dropout: float = 0.0
+
+    def build(self) -> ResnetGenerator:
+        return ResnetGenerator(self.channels, self.downsamplings, self.blocks, self.dropout)
