@@ -292,7 +292,8 @@ def test_prepare_entry_point_reuses_the_cache_and_prints_the_median(prepared, ca
     import subprocess
     import sys
 
-    overrides = ["data.phantom.subjects=4", "preprocess.spacing_inplane_mm=3.0", "preprocess.elastic_copies=2",
+    overrides = ["data.phantom.subjects=4", "data.phantom.val_fraction=0.17", "data.phantom.test_fraction=0.17",
+                 "preprocess.spacing_inplane_mm=3.0", "preprocess.elastic_copies=2",
                  f"paths.cache_dir={cache}", f"hydra.run.dir={tmp_path / 'run'}"]
     result = subprocess.run([sys.executable, "-m", "mr2ct.prepare", *overrides], cwd=tmp_path,
                             capture_output=True, text=True, timeout=120)

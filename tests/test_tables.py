@@ -18,7 +18,7 @@ from hydra import compose, initialize_config_dir
 from mr2ct.core.cli import CONF_DIR
 from mr2ct.evaluate import evaluate_checkpoint, evaluation_config
 from mr2ct.inference.checkpoint import locate_checkpoint
-from mr2ct.methods.registry import METHODS
+from mr2ct.methods.registry import METHODS, method_card
 from mr2ct.metrics.stats import paired_ttest
 from mr2ct.pipeline.run import flatten_aggregates, run_task
 from mr2ct.report.runs import collect_local
@@ -288,18 +288,29 @@ def test_wandb_source_with_a_fake_api(runs_root, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- sweep configs
-@pytest.mark.parametrize("name, params", [
-    ("registration_ablation", {"model": "pix2pix,ddim_image", "registration": "none,one_point,two_point"}),
-    ("method_comparison", {"model": ",".join(sorted(METHODS)), "data": "phantom_t1w,phantom_t2w"}),
-])
-def test_train_sweeps_compose_on_the_primary_config(name, params):
+def sweep(name: str):
     with initialize_config_dir(config_dir=str(SWEEPS), version_base="1.3"):
-        cfg = compose(config_name=name, overrides=[f"hydra.searchpath=[file://{CONF_DIR}]"], return_hydra_config=True)
-    swept = dict(cfg.hydra.sweeper.params)
-    if name == "method_comparison":
-        swept["model"] = ",".join(sorted(swept["model"].split(",")))
-    assert swept == params
-    assert cfg.experiment_name == name and cfg.model.name == "ddim_image" and cfg.data.name == "phantom_t1w"
+        return compose(config_name=name, overrides=[f"hydra.searchpath=[file://{CONF_DIR}]"], return_hydra_config=True)
+
+
+def test_registration_ablation_sweeps_the_paper_methods_over_landmarks():
+    cfg = sweep("registration_ablation")
+    assert dict(cfg.hydra.sweeper.params) == {"model": "pix2pix,cut,syndiff,ddim_image",
+                                              "registration": "none,one_point,two_point"}
+    assert cfg.experiment_name == "registration_ablation" and cfg.model.name == "ddim_image"
+
+
+def test_method_comparison_sweeps_cover_every_method_once_in_one_experiment():
+    swept = {}
+    for name in ("method_comparison", "method_comparison_3d"):
+        cfg = sweep(name)
+        assert cfg.experiment_name == "method_comparison"
+        models = cfg.hydra.sweeper.params.model.split(",")
+        assert {method_card(model).dims for model in models} == {3 if name.endswith("_3d") else 2}
+        swept.update({model: name for model in models})
+    assert sorted(swept) == sorted(METHODS)
+    assert sweep("method_comparison").hydra.sweeper.params.data == "phantom_t1w,phantom_t2w"
+    assert sweep("method_comparison_3d").inference.t == 25  # inference=ddim_3d
 
 
 def test_sweep_command_line_keeps_the_primary_conf_on_the_search_path():
@@ -307,7 +318,7 @@ def test_sweep_command_line_keeps_the_primary_conf_on_the_search_path():
                "--cfg", "hydra", "-p", "hydra.sweeper.params"]
     completed = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=CONF_DIR.parent)
     assert completed.returncode == 0, completed.stderr[-2000:]
-    assert "model: pix2pix,ddim_image" in completed.stdout and "registration: none,one_point,two_point" in completed.stdout
+    assert "model: pix2pix,cut,syndiff,ddim_image" in completed.stdout and "registration: none,one_point,two_point" in completed.stdout
 
 
 def test_inference_ablation_sweeps_compose_on_the_evaluate_config():
