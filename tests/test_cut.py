@@ -102,10 +102,8 @@ def test_sa_unet_features_follow_every_down_convolution_and_the_first_up_convolu
     assert [type(layer).__name__ for layer in method.feature_layers] == ["Conv2d", "Conv2d", "ConvTranspose2d"]
 
 
-@pytest.mark.parametrize("method", [CUT, CUTSAUNet])
-def test_one_step_on_an_unpaired_batch_trains_generator_heads_and_discriminator(method):
-    cfg = OmegaConf.to_container(compose_config([*TINY_CUT[method.card.name], *TINY_NCE]).model, resolve=True)
-    module = method(cfg)
+def test_one_step_on_an_unpaired_batch_trains_generator_heads_and_discriminator():
+    module = CUT(OmegaConf.to_container(compose_config([*TINY_CUT["cut"], *TINY_NCE]).model, resolve=True))
     before = {name: p.detach().clone() for name, p in module.named_parameters()}
     batches = [{"mr": torch.rand(2, 1, 32, 32) * 2 - 1, "ct": torch.rand(2, 1, 32, 32) * 2 - 1}]
     trainer = L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -117,24 +115,28 @@ def test_one_step_on_an_unpaired_batch_trains_generator_heads_and_discriminator(
 
 
 @pytest.fixture(scope="module")
-def cut_run(tmp_path_factory, cache_dir) -> Path:
-    run_dir = tmp_path_factory.mktemp("cut") / "run"
-    cfg = compose_config([*TINY_DATA, *TINY_CUT["cut"], *TINY_NCE, f"paths.cache_dir={cache_dir}",
-                          f"paths.output_dir={run_dir}", "logger=none"])
-    run_task(cfg, "train", train)
-    return run_dir
+def tiny_runs(tmp_path_factory, cache_dir) -> dict[str, Path]:
+    """A tiny training run of each CUT variant, by method name."""
+    runs = {}
+    for name, overrides in TINY_CUT.items():
+        runs[name] = tmp_path_factory.mktemp(name) / "run"
+        cfg = compose_config([*TINY_DATA, *overrides, *TINY_NCE, f"paths.cache_dir={cache_dir}",
+                              f"paths.output_dir={runs[name]}", "logger=none"])
+        run_task(cfg, "train", train)
+    return runs
 
 
-def test_tiny_run_writes_results_with_an_unpaired_card(cut_run: Path):
-    results = json.loads((cut_run / "results.json").read_text())
-    assert results["status"] == "complete" and results["card"] == CUT.card.summary()
-    assert results["card"]["paired"] is False and results["card"]["reads"] == [] and results["card"]["label"] == "CUT ResNet"
+@pytest.mark.parametrize("method", [CUT, CUTSAUNet])
+def test_tiny_run_writes_results_with_an_unpaired_card(tiny_runs: dict[str, Path], method):
+    results = json.loads((tiny_runs[method.card.name] / "results.json").read_text())
+    assert results["status"] == "complete" and results["card"] == method.card.summary()
+    assert results["card"]["paired"] is False and results["card"]["reads"] == []
     for block in results["datasets"].values():
         assert all(np.isfinite(v) for v in block["image_quality"]["aggregates"].values())
 
 
-def test_checkpoint_loads_weights_only_and_translates_a_test_volume(cut_run: Path):
-    results = json.loads((cut_run / "results.json").read_text())
+def test_checkpoint_loads_weights_only_and_translates_a_test_volume(tiny_runs: dict[str, Path]):
+    results = json.loads((tiny_runs["cut"] / "results.json").read_text())
     checkpoint = Path(results["checkpoint"])
     assert torch.load(checkpoint, weights_only=True)["state_dict"]
     method = load_method("cut", checkpoint)  # weights_only=True

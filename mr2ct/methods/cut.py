@@ -129,7 +129,7 @@ class CUTResnetSettings(ResnetSettings):
 
 
 @dataclass
-class GeneratorSAUNetSettings(SAUNetSettings):
+class CUTSAUNetSettings(SAUNetSettings):
     """``model.net`` of CUT SA-UNet: the diffusion SA-UNet without time input, tanh output; PatchNCE reads
     the features after every down-convolution and the first up-convolution (the paper's choice)."""
 
@@ -246,5 +246,5 @@ class CUT(TranslationModule):
 class CUTSAUNet(CUT):
     """CUT with the diffusion SA-UNet as generator (no time input), the paper's "CUT SA-UNet" row."""
 
-    card = MethodCard(name="cut_sa_unet", label="CUT SA-UNet", paired=False, dims=2, net=GeneratorSAUNetSettings,
+    card = MethodCard(name="cut_sa_unet", label="CUT SA-UNet", paired=False, dims=2, net=CUTSAUNetSettings,
                       loss=CUTLoss, extra=CUTExtra)

@@ -103,7 +103,7 @@ class ConditionalDiffusion(TranslationModule):
             steps=inference.t,
             eta=inference.eta,
             w=inference.w,
-            null_cond=null_condition_like(cond),
+            null_cond=null_condition_like(cond) if inference.w else None,  # only guidance reads it
             generator=generator,
         )
 
