@@ -3,7 +3,7 @@ loader's throughput against what a training step consumes, as ratios measured in
 
     python benchmarks/bench_data.py [--subjects 12] [--cache-dir DIR] [--batches 40] [--steps 20]
 
-The consumer is the default model of ``mr2ct.train`` (composed from conf/, any overrides appended),
+The consumer is the default model of ``mr2ct.train`` (composed from mr2ct/conf/, any overrides appended),
 trained by Lightning on the same data module for a few batches; its slices/s include the loader, so the
 ratio loader / training says how much headroom the loader leaves.
 

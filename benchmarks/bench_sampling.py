@@ -28,7 +28,7 @@ WIDTH_OVERRIDES = {"default": ["model=ddim_image"], "paper": ["experiment=paper_
 
 
 def network_settings(width: str) -> dict:
-    """``model.net`` of the composed config for ``width`` (default: conf/model; paper: conf/experiment)."""
+    """``model.net`` of the composed config for ``width`` (default: mr2ct/conf/model; paper: mr2ct/conf/experiment)."""
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=[*WIDTH_OVERRIDES[width], "paths.output_dir=."])

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Method comparison (paper Tables 1, 2 and 3, Fig. 5 and segmentation overlays): every method in conf/model
+# Method comparison (paper Tables 1, 2 and 3, Fig. 5 and segmentation overlays): every method in mr2ct/conf/model
 # trained on T1w and on T2w, two-landmark registration, evaluated on each data set's test split and the
 # external pair; then the tables and figures.
 #   experiments/method_comparison.sh                   # CPU default scale

@@ -56,7 +56,7 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path, logger: RunLogger) -> di
     return results
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> float | None:
     train_run, checkpoint = locate_checkpoint(cfg.ckpt)
     merged = evaluation_config(cfg, train_run)

@@ -18,7 +18,7 @@ from mr2ct.registration import median_tre_mm, read_registration_report
 register_configs()
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+@hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     dims = method_card(cfg.model.name).dims  # the data are prepared for the configured method's dims
     prepared = prepare_dataset(cfg.data, cfg.registration, cfg.preprocess, dims, cfg.paths.cache_dir)

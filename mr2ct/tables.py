@@ -95,7 +95,7 @@ def run_tables(cfg: DictConfig, api: Any = None, wandb_init: Callable[..., Any] 
     return report
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="tables")
+@hydra.main(version_base="1.3", config_path="conf", config_name="tables")
 def main(cfg: DictConfig) -> None:
     report = run_tables(cfg)
     print(f"mr2ct tables: {len(report.tables)} tables, {len(report.figures)} figures, "

@@ -47,7 +47,7 @@ def train(cfg: DictConfig, run_dir: Path, logger: RunLogger) -> dict[str, Any]:
     return results
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     return run_task(cfg, "train", train)
 

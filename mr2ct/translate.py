@@ -324,7 +324,7 @@ def _plain(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True, enum_to_str=True) if OmegaConf.is_config(node) else node
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="translate")
+@hydra.main(version_base="1.3", config_path="conf", config_name="translate")
 def main(cfg: DictConfig) -> None:
     log = translate(cfg)
     if log["summary"]["failed"]:

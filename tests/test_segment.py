@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +13,7 @@ import scipy.ndimage as ndi
 import torch
 from omegaconf import OmegaConf
 
+from mr2ct.core.cli import CONF_DIR
 from mr2ct.core.io import Volume
 from mr2ct.core.labels import ARCH, BODY, SPINOUS_PROCESS, VERTEBRA_IDS
 from mr2ct.segment import (
@@ -35,7 +35,7 @@ from mr2ct.segment.phantom_unet import (
     subregion_classes,
 )
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "segmenter"
+CONF = CONF_DIR / "segmenter"
 L5, L4, L3 = VERTEBRA_IDS["L5"], VERTEBRA_IDS["L4"], VERTEBRA_IDS["L3"]
 
 

@@ -26,7 +26,8 @@ from mr2ct.tables import run_tables
 from mr2ct.train import train
 from tests.conftest import TINY, TINY_DDIM, compose_config
 
-SWEEPS = CONF_DIR.parent / "multirun_sweeps"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SWEEPS = REPO_ROOT / "multirun_sweeps"
 
 
 def tiny_train(root: Path, cache_dir: Path, name: str, *overrides: str, base: list[str] = TINY) -> Path:
@@ -316,7 +317,7 @@ def test_method_comparison_sweeps_cover_every_method_once_in_one_experiment():
 def test_sweep_command_line_keeps_the_primary_conf_on_the_search_path():
     command = [sys.executable, "-m", "mr2ct.train", "--config-dir", str(SWEEPS), "--config-name", "registration_ablation",
                "--cfg", "hydra", "-p", "hydra.sweeper.params"]
-    completed = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=CONF_DIR.parent)
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert "model: pix2pix,cut,syndiff,ddim_image" in completed.stdout and "registration: none,one_point,two_point" in completed.stdout
 

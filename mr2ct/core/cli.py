@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mr2ct.core.config import register_configs
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 def unknown_key_messages(overrides: list[str], config_name: str = "config") -> list[str]:

@@ -1,7 +1,7 @@
 """Structured-config schemas: every Hydra group option is validated against one of these dataclasses.
 
 A misspelt key fails at start with the valid keys listed; a value outside an enumeration fails with
-the valid choices. The YAML files in ``conf/`` only set values.
+the valid choices. The YAML files in ``mr2ct/conf/`` only set values.
 """
 
 from __future__ import annotations

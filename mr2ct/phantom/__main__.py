@@ -26,7 +26,7 @@ class PhantomRunConfig(PhantomConfig):
 ConfigStore.instance().store(name="phantom_schema", node=PhantomRunConfig)
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="phantom")
+@hydra.main(version_base="1.3", config_path="../conf", config_name="phantom")
 def main(config: PhantomRunConfig) -> str:
     phantom = OmegaConf.to_object(config)
     out_dir = generate_dataset(phantom, Path(to_absolute_path(config.out_dir)), preview=config.preview,

@@ -10,7 +10,7 @@ Per volume the CT is written to a temp folder (float32 NIfTI on the CT's own gri
 there, and its output must be a 3D integer-valued NIfTI on the same grid (any voxel order; it is brought
 back to the input's). Failures raise with the program's stderr.
 
-Default table (conf/segmenter/command.yaml): TotalSegmentator v2, task ``total``, multilabel output
+Default table (mr2ct/conf/segmenter/command.yaml): TotalSegmentator v2, task ``total``, multilabel output
 (``--ml``), ids from its ``totalsegmentator/map_to_binary.py`` class map: vertebrae_L5 = 27 ... L1 = 31,
 T12 = 32 ... T1 = 43, C7 = 44 ... C1 = 50, i.e. ``VerSe id = 51 - TotalSegmentator id``
 (``vertebrae_S1`` = 26 and ``sacrum`` = 25 have no VerSe id in mr2ct and become background).
