@@ -1,7 +1,8 @@
 """``python -m mr2ct.evaluate ckpt=RUN_OR_CKPT``: a trained model on the test sets with any inference settings.
 
-The data, registration, preprocessing and model come from the training run's own resolved config, so the
-prepared dataset is found in the cache and nothing is retrained; the inference settings, seed and logger
+The data, registration, preprocessing, model and segmenter come from the training run's own resolved config,
+and the test data and segmenter from what the run kept in its dir, so nothing is prepared or retrained (from
+any working directory, on any machine that has the run dir); the inference settings, seed and logger
 come from this command line. The result is a run dir like training's (job_type = evaluate).
 """
 
@@ -34,10 +35,13 @@ def selected_test_sets(test_sets: list, names: list[str] | None, train_run: Path
 
 
 def evaluation_config(cfg: DictConfig, train_run: Path) -> DictConfig:
-    """The training run's config with this command's inference, segmenter, seed, logger, paths and test sets."""
+    """The training run's config with this command's inference, seed, logger, paths, test sets and segmenter
+    (when one is chosen; else the run's own, which the run keeps)."""
     trained = trained_config(train_run)
-    for key in ("inference", "segmenter", "seed", "logger", "paths", "experiment_name"):
+    for key in ("inference", "seed", "logger", "paths", "experiment_name"):
         trained[key] = cfg[key]
+    if cfg.segmenter is not None:
+        trained.segmenter = cfg.segmenter
     names = None if cfg.test_sets is None else list(cfg.test_sets)
     trained.data.test_sets = selected_test_sets(trained.data.test_sets, names, train_run)
     trained.data.score_other_contrasts = names is not None  # sets named on the command line are scored whatever their contrast
@@ -47,10 +51,11 @@ def evaluation_config(cfg: DictConfig, train_run: Path) -> DictConfig:
 
 def evaluate_checkpoint(cfg: DictConfig, run_dir: Path, logger: RunLogger) -> dict[str, Any]:
     checkpoint = Path(cfg.ckpt_path)
+    source_run = checkpoint.parent.parent
     method = load_method(cfg.model.name, checkpoint)
-    _, datamodule = prepared_data(cfg, method.card)
-    results, figures = score_test_sets(cfg, method, datamodule, run_dir, baseline=False)
-    results.update(source_run=str(checkpoint.parent.parent), checkpoint=str(checkpoint))
+    _, datamodule = prepared_data(cfg, method.card, source_run)
+    results, figures = score_test_sets(cfg, method, datamodule, run_dir, baseline=False, source_run=source_run)
+    results.update(source_run=str(source_run), checkpoint=str(checkpoint))
     logger.log_results(results, figures)
     log_summary(results, run_dir)
     return results

@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 
 from mr2ct.core.cli import hydra_entry
 from mr2ct.core.config import register_configs
+from mr2ct.pipeline.kept import keep_for_inference
 from mr2ct.pipeline.run import RunLogger, resolved_config, run_task
 from mr2ct.pipeline.stages import (
     build_method,
@@ -39,6 +40,7 @@ def train(cfg: DictConfig, run_dir: Path, logger: RunLogger) -> dict[str, Any]:
     )
     trainer.fit(method, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     results, figures = score_test_sets(cfg, method, datamodule, run_dir, baseline=True)
+    keep_for_inference(cfg, method.card, run_dir, list(results["datasets"]))
     results["prepared_dataset"] = str(prepared)
     results["registration"] = registration_summary(prepared)
     results["checkpoint"] = checkpoints.last_model_path

@@ -41,6 +41,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from mr2ct.core.cache import default_cache_dir
 from mr2ct.core.cli import hydra_entry
 from mr2ct.core.config import InferenceConfig, PreprocessConfig, SegmenterConfig
 from mr2ct.core.io import Volume, canonical_volume, from_sitk, load_nifti
@@ -56,6 +57,7 @@ from mr2ct.inference.outputs import (
 )
 from mr2ct.inference.volume import iso_grid, segments_on_iso_grid, translate_volume
 from mr2ct.methods.base import TranslationModule
+from mr2ct.pipeline.kept import kept_dir
 from mr2ct.segment import Segmentation, Segmenter, build_segmenter
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -74,7 +76,7 @@ class TranslateConfig:
     iso: bool = False
     inference: InferenceConfig = MISSING
     segmenter: Optional[SegmenterConfig] = None  # None: the training run's segmenter
-    cache_dir: Optional[str] = None  # None: the training run's paths.cache_dir (where its segmenter is cached)
+    cache_dir: Optional[str] = None  # None: the user's cache ($MR2CT_CACHE); only for a segmenter the run did not keep
     seed: int = 0  # sampling noise; every file uses it, so a file's output does not depend on the others
     progress: bool = True
 
@@ -275,14 +277,14 @@ def translate(cfg: DictConfig) -> dict[str, Any]:
 
     trained = trained_config(run_dir)
     segmenter_cfg = cfg.segmenter if cfg.segmenter is not None else trained.segmenter
-    cache_dir = cfg.cache_dir if cfg.cache_dir is not None else trained.paths.cache_dir
+    cache_dir = cfg.cache_dir if cfg.cache_dir is not None else default_cache_dir()
     translator = Translator(
         method=load_method(trained.model.name, checkpoint),
         preprocess=OmegaConf.to_object(trained.preprocess),
         crop_size=trained.loader.crop_size,
         inference=OmegaConf.to_object(cfg.inference),
         seed=cfg.seed,
-        segmenter=build_segmenter(segmenter_cfg, cache_dir) if cfg.segment else None,
+        segmenter=build_segmenter(segmenter_cfg, cache_dir, kept_dir(run_dir)) if cfg.segment else None,
         iso=cfg.iso,
     )
     log: dict[str, Any] = {

@@ -18,9 +18,7 @@ from mr2ct.inference.volume import translate_volume
 from mr2ct.methods.diffusion import DDIMImage
 from mr2ct.pipeline.run import run_task
 from mr2ct.train import train
-from tests.conftest import TINY, TINY_DDIM, compose_config
-
-SEGMENTER = [o for o in TINY if o.startswith("segmenter.")]
+from tests.conftest import TINY_DDIM, compose_config
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +31,7 @@ def ddim_run(tmp_path_factory, cache_dir) -> Path:
 
 def evaluate(run: Path, out: Path, cache_dir: Path, *overrides: str) -> dict:
     cfg = compose_config(
-        [f"ckpt={run}", "logger=none", f"paths.output_dir={out}", f"paths.cache_dir={cache_dir}", *SEGMENTER, *overrides],
+        [f"ckpt={run}", "logger=none", f"paths.output_dir={out}", f"paths.cache_dir={cache_dir}", *overrides],
         config_name="evaluate",
     )
     train_run, checkpoint = locate_checkpoint(cfg.ckpt)
@@ -56,7 +54,7 @@ def test_inference_sweep_over_t_from_one_checkpoint(ddim_run: Path, tmp_path: Pa
     sweep_dir = tmp_path / "sweep"
     command = [
         sys.executable, "-m", "mr2ct.evaluate", "-m", f"ckpt={ddim_run}", "inference.t=2,3", "logger=none",
-        f"paths.cache_dir={cache_dir}", *SEGMENTER, f"hydra.sweep.dir={sweep_dir}", "hydra.sweep.subdir=t${inference.t}",
+        f"paths.cache_dir={cache_dir}", f"hydra.sweep.dir={sweep_dir}", "hydra.sweep.subdir=t${inference.t}",
     ]
     completed = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr[-3000:]

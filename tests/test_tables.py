@@ -47,8 +47,8 @@ def runs_root(tmp_path_factory, cache_dir) -> Path:
     ddim = tiny_train(root, cache_dir, "ddim", "data.score_other_contrasts=true", base=TINY_DDIM)
     with pytest.raises(RuntimeError, match="fail_on_purpose"):
         tiny_train(root, cache_dir, "failed", "fail_on_purpose=true")
-    cfg = compose_config([f"ckpt={ddim}", "logger=none", f"paths.output_dir={root / 'eval_t3'}", "inference.t=3",
-                          *[o for o in TINY if o.startswith("segmenter.")]], config_name="evaluate")
+    cfg = compose_config([f"ckpt={ddim}", "logger=none", f"paths.output_dir={root / 'eval_t3'}", "inference.t=3"],
+                         config_name="evaluate")
     train_run, checkpoint = locate_checkpoint(cfg.ckpt)
     merged = evaluation_config(cfg, train_run)
     merged.ckpt_path = str(checkpoint)

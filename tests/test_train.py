@@ -105,8 +105,7 @@ def test_resume_from_checkpoint_continues_training(tmp_path: Path, cache_dir: Pa
 
 def test_evaluate_reuses_the_checkpoint_without_training(tmp_path: Path, tiny_run: Path):
     cfg = compose_config(
-        [f"ckpt={tiny_run}", "logger=none", f"paths.output_dir={tmp_path / 'eval'}", "inference.t=2",
-         *[o for o in TINY if o.startswith("segmenter.")]],
+        [f"ckpt={tiny_run}", "logger=none", f"paths.output_dir={tmp_path / 'eval'}", "inference.t=2"],
         config_name="evaluate",
     )
     train_run, checkpoint = locate_checkpoint(cfg.ckpt)

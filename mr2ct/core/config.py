@@ -11,7 +11,9 @@ from enum import Enum
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
+
+from mr2ct.core.cache import default_cache_dir
 
 
 class PhantomPreset(str, Enum):
@@ -225,7 +227,7 @@ COMMAND_FIELDS = ("command", "label_map", "subregion_command", "subregion_label_
 @dataclass
 class PathsConfig:
     root_dir: str = "."
-    cache_dir: str = ".cache/mr2ct"
+    cache_dir: str = "${mr2ct_cache_dir:}"  # the user's cache folder ($MR2CT_CACHE overrides), see core/cache.py
     output_dir: str = "${hydra:runtime.output_dir}"
 
 
@@ -256,7 +258,7 @@ class EvaluateConfig:
     defaults: list[Any] = field(default_factory=list)
     ckpt: str = MISSING  # a train run dir, or a .ckpt file inside one
     inference: InferenceConfig = MISSING
-    segmenter: SegmenterConfig = MISSING
+    segmenter: Optional[SegmenterConfig] = None  # None: the training run's segmenter (kept in its run dir)
     logger: LoggerConfig = MISSING
     paths: PathsConfig = field(default_factory=PathsConfig)
     seed: int = 0
@@ -269,6 +271,7 @@ class EvaluateConfig:
 
 def register_configs() -> None:
     """Attach the schemas to Hydra: every composed config is type-checked against TrainConfig/EvaluateConfig."""
+    OmegaConf.register_new_resolver("mr2ct_cache_dir", default_cache_dir, replace=True)
     store = ConfigStore.instance()
     store.store(name="train_schema", node=TrainConfig)
     store.store(name="evaluate_schema", node=EvaluateConfig)

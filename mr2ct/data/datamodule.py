@@ -73,7 +73,7 @@ class TestVolume:
     mr: np.ndarray  # (X, Y, Z) model space, on the prepared grid
     affine: np.ndarray  # prepared grid -> RAS mm
     reference: Reference
-    mr_path: str  # the subject's MR file: outputs are written on its header
+    mr_path: str  # the subject's MR file, whose header outputs are written on (stored absolute, or relative to a run's kept copy)
     iso_labels: IsoLabels | None = None
 
 
@@ -417,5 +417,5 @@ class SpineDataModule(L.LightningDataModule):
                 iso = (IsoLabels(*(stored[f"reference_iso_{key}"] for key in ("seg", "subreg", "affine")))
                        if "reference_iso_seg" in stored else None)
                 volumes.append(TestVolume(Path(relative).stem, str(stored["contrast"]), stored["mr"], stored["affine"],
-                                          reference, str(stored["mr_path"]), iso))
+                                          reference, str(self.prepared_dir / str(stored["mr_path"])), iso))
         return volumes

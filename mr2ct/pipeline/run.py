@@ -35,6 +35,20 @@ ABLATION_AXES = {
 }
 
 
+PATH_KEYS = ("paths.root_dir", "paths.cache_dir", "paths.output_dir", "ckpt_path")
+
+
+def make_paths_absolute(cfg: DictConfig) -> None:
+    """Every path a run uses and records is absolute, so its run dir means the same from any working directory."""
+    for key in PATH_KEYS:
+        value = OmegaConf.select(cfg, key)
+        if value is not None:
+            OmegaConf.update(cfg, key, str(Path(value).expanduser().resolve()))
+    for dataset in [cfg.data, *cfg.data.test_sets]:
+        if dataset.root is not None:
+            dataset.root = str(Path(dataset.root).expanduser().resolve())
+
+
 def resolved_config(cfg: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)  # type: ignore[return-value]
 
@@ -136,6 +150,7 @@ def run_task(cfg: DictConfig, job_type: str, task: Callable[[DictConfig, Path, R
     job is recorded (results.json status 'failed', W&B run marked failed) and the sweep goes on; a single
     run re-raises so the command exits non-zero.
     """
+    make_paths_absolute(cfg)
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     config = resolved_config(cfg)

@@ -9,13 +9,14 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from mr2ct.core.config import InferenceConfig
+from mr2ct.core.config import DatasetConfig, InferenceConfig
 from mr2ct.data.datamodule import SpineDataModule, TestVolume
-from mr2ct.data.preprocess import REGISTRATION_REPORT, prepare_dataset
+from mr2ct.data.preprocess import REGISTRATION_REPORT, load_manifest, prepare_dataset
 from mr2ct.data.sources import dataset_contrasts
 from mr2ct.methods.base import TranslationModule
 from mr2ct.methods.card import MethodCard
 from mr2ct.methods.registry import method_class
+from mr2ct.pipeline.kept import kept_dir, kept_test_split
 from mr2ct.pipeline.run import flatten_aggregates
 from mr2ct.registration import median_tre_mm, read_registration_report
 from mr2ct.scoring.baselines import mean_ct_baseline_metrics, mean_training_ct_slice
@@ -36,9 +37,16 @@ def inference_settings(cfg: DictConfig) -> InferenceConfig:
     return OmegaConf.to_object(cfg.inference)  # type: ignore[return-value]
 
 
-def prepared_data(cfg: DictConfig, card: MethodCard) -> tuple[Path, SpineDataModule]:
-    """The cached prepared dataset of ``cfg`` for the method of ``card`` (built on first use) and its data module."""
-    prepared = prepare_dataset(cfg.data, cfg.registration, cfg.preprocess, card.dims, cfg.paths.cache_dir)
+def prepared_dataset(dataset_cfg: DatasetConfig, cfg: DictConfig, card: MethodCard, source_run: Path | None) -> Path:
+    """A dataset prepared for the method of ``card``: the test split the training run ``source_run`` kept
+    (evaluate), else the cache's entry, built on first use."""
+    kept = kept_test_split(dataset_cfg, cfg, card, source_run) if source_run is not None else None
+    return kept or prepare_dataset(dataset_cfg, cfg.registration, cfg.preprocess, card.dims, cfg.paths.cache_dir)
+
+
+def prepared_data(cfg: DictConfig, card: MethodCard, source_run: Path | None = None) -> tuple[Path, SpineDataModule]:
+    """The prepared training data of ``cfg`` (see :func:`prepared_dataset`) and its data module."""
+    prepared = prepared_dataset(cfg.data, cfg, card, source_run)
     log.info("prepared dataset %s (%s registration): %s", cfg.data.name, cfg.registration.mode.value, prepared)
     datamodule = SpineDataModule(
         prepared, cfg.loader, dims=card.dims, paired=card.paired,
@@ -63,7 +71,9 @@ class TestSet:
     other_contrast: bool = False
 
 
-def test_sets(cfg: DictConfig, card: MethodCard, datamodule: SpineDataModule) -> dict[str, TestSet]:
+def test_sets(
+    cfg: DictConfig, card: MethodCard, datamodule: SpineDataModule, source_run: Path | None = None
+) -> dict[str, TestSet]:
     """The training data's test split and the extra test sets, by dataset name.
 
     Extra sets go through the same registration and preprocessing (cached), so their grids and value ranges
@@ -73,29 +83,32 @@ def test_sets(cfg: DictConfig, card: MethodCard, datamodule: SpineDataModule) ->
     trained_on = datamodule.manifest["contrasts"]
     sets = {cfg.data.name: TestSet(datamodule.test_volumes(), trained_on)}
     for test_set in cfg.data.test_sets:
-        contrasts = dataset_contrasts(test_set)
+        kept = kept_test_split(test_set, cfg, card, source_run) if source_run is not None else None
+        contrasts = load_manifest(kept)["contrasts"] if kept is not None else dataset_contrasts(test_set)
         other = contrasts != trained_on
         if other and not cfg.data.score_other_contrasts:
             log.info("not scoring %s: its MR contrast %s is not the training data's %s "
                      "(data.score_other_contrasts=true scores it)", test_set.name, contrasts, trained_on)
             continue
-        prepared = prepare_dataset(test_set, cfg.registration, cfg.preprocess, card.dims, cfg.paths.cache_dir)
+        prepared = prepared_dataset(test_set, cfg, card, source_run)
         module = SpineDataModule(prepared, cfg.loader, dims=card.dims, min_spine_pixels=cfg.preprocess.min_spine_pixels)
         sets[test_set.name] = TestSet(module.test_volumes(), contrasts, other)
     return sets
 
 
 def score_test_sets(
-    cfg: DictConfig, method: TranslationModule, datamodule: SpineDataModule, run_dir: Path, baseline: bool
+    cfg: DictConfig, method: TranslationModule, datamodule: SpineDataModule, run_dir: Path, baseline: bool,
+    source_run: Path | None = None,
 ) -> tuple[dict[str, Any], dict[str, Path]]:
     """Translate and segment the test volumes of every test set, write NIfTIs and figures; return the
     results.json blocks (one per dataset) and the figures. With ``cfg.iso`` also the outputs on the 1 mm
-    isotropic grid and, where the subjects have isotropic ground truth, their Dice there (``dice_iso``)."""
-    segmenter = build_segmenter(cfg.segmenter, cfg.paths.cache_dir)
+    isotropic grid and, where the subjects have isotropic ground truth, their Dice there (``dice_iso``).
+    ``source_run``: the training run being evaluated, whose kept test data and segmenter are used."""
+    segmenter = build_segmenter(cfg.segmenter, cfg.paths.cache_dir, kept_dir(source_run) if source_run else None)
     mean_slice = mean_training_ct_slice(datamodule.train_files, cfg.preprocess.min_spine_pixels) if baseline else None
     datasets: dict[str, Any] = {}
     figures: dict[str, Path] = {}
-    for name, test_set in test_sets(cfg, method.card, datamodule).items():
+    for name, test_set in test_sets(cfg, method.card, datamodule, source_run).items():
         volumes = test_set.volumes
         log.info("scoring %s: %d test volumes", name, len(volumes))
         outputs = score_volumes(

@@ -17,7 +17,7 @@ from mr2ct.segment.command import (
     CommandSegmenter,
     SegmenterCommandError,
 )
-from mr2ct.segment.phantom_unet import PhantomUNetSegmenter, load_or_train
+from mr2ct.segment.phantom_unet import PhantomUNetSegmenter, keep, load_or_train
 
 __all__ = [
     "CommandSegmenter",
@@ -28,6 +28,7 @@ __all__ = [
     "SegmenterConfig",
     "TOTALSEGMENTATOR_V2_TO_VERSE",
     "build_segmenter",
+    "keep_segmenter",
 ]
 
 
@@ -39,11 +40,14 @@ def as_segmenter_config(cfg: SegmenterConfig | DictConfig | dict) -> SegmenterCo
     return OmegaConf.to_object(merged)
 
 
-def build_segmenter(segmenter_cfg: SegmenterConfig | DictConfig | dict, cache_dir: str | Path) -> Segmenter:
-    """The configured segmenter, ready to use: a command is checked, a phantom UNet trained or loaded."""
+def build_segmenter(
+    segmenter_cfg: SegmenterConfig | DictConfig | dict, cache_dir: str | Path, kept_dir: Path | None = None
+) -> Segmenter:
+    """The configured segmenter, ready to use: a command is checked, a phantom UNet loaded (from a training
+    run's ``kept_dir`` when it kept this one) or trained."""
     cfg = as_segmenter_config(segmenter_cfg)
     if cfg.kind == "phantom_unet":
-        return load_or_train(cfg, cache_dir)
+        return load_or_train(cfg, cache_dir, kept_dir)
     if cfg.kind == "command":
         segmenter = CommandSegmenter(
             command=cfg.command, label_map={int(k): int(v) for k, v in cfg.label_map.items()},
@@ -54,3 +58,11 @@ def build_segmenter(segmenter_cfg: SegmenterConfig | DictConfig | dict, cache_di
         segmenter.check()
         return segmenter
     raise ValueError(f"segmenter.kind {cfg.kind!r} is not one of {list(SEGMENTER_KINDS)}")
+
+
+def keep_segmenter(segmenter_cfg: SegmenterConfig | DictConfig | dict, cache_dir: str | Path, kept_dir: Path) -> None:
+    """Keep what the segmenter needs in a run's ``kept_dir``: a phantom UNet's weights and settings (a command's
+    settings are in the run's config; the program itself cannot be kept)."""
+    cfg = as_segmenter_config(segmenter_cfg)
+    if cfg.kind == "phantom_unet":
+        keep(cfg, cache_dir, kept_dir)

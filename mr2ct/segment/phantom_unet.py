@@ -22,6 +22,7 @@ agreement).
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,7 +34,7 @@ from monai.losses import DiceCELoss
 from monai.networks.nets import UNet
 from tqdm.auto import tqdm
 
-from mr2ct.core.cache import cached
+from mr2ct.core.cache import cached, find_entry
 from mr2ct.core.config import (
     COMMAND_FIELDS,
     RUNTIME_FIELDS,
@@ -58,6 +59,7 @@ from mr2ct.segment.base import Segmentation, from_canonical, to_canonical
 from mr2ct.segment.numbering import number_vertebrae
 
 FORMAT_VERSION = 1
+CACHE_KIND = "segmenter"
 WEIGHTS, CONFIG_FILE, HELDOUT = "weights.pt", "segmenter.json", "heldout.json"
 BACKGROUND, BODY_CLASS, POSTERIOR_CLASS, SPINOUS_CLASS = 0, 1, 2, 3
 CLASS_SUBREGION = np.array([0, BODY, ARCH, SPINOUS_PROCESS], dtype=np.int16)
@@ -345,7 +347,20 @@ def build_entry(cfg: SegmenterConfig, cache_dir: str | Path, folder: Path) -> No
     (folder / HELDOUT).write_text(json.dumps(report, indent=2))
 
 
-def load_or_train(cfg: SegmenterConfig, cache_dir: str | Path) -> PhantomUNetSegmenter:
-    """The cached segmenter for ``cfg``, trained on first use."""
-    entry = cached("segmenter", cache_key(cfg), cache_dir, lambda folder: build_entry(cfg, cache_dir, folder))
+def load_or_train(cfg: SegmenterConfig, cache_dir: str | Path, kept_dir: Path | None = None) -> PhantomUNetSegmenter:
+    """The segmenter for ``cfg``: the copy a training run kept in ``kept_dir`` when its settings match, else the
+    cached one, trained on first use."""
+    kept = find_entry(CACHE_KIND, cache_key(cfg), kept_dir) if kept_dir is not None else None
+    entry = kept or cached(CACHE_KIND, cache_key(cfg), cache_dir, lambda folder: build_entry(cfg, cache_dir, folder))
     return PhantomUNetSegmenter.from_entry(entry, cfg)
+
+
+def keep(cfg: SegmenterConfig, cache_dir: str | Path, kept_dir: Path) -> Path:
+    """Copy the segmenter's weights and settings into ``kept_dir`` (a run dir's own cache-like folder)."""
+    source = load_or_train(cfg, cache_dir).entry
+
+    def copy(folder: Path) -> None:
+        for name in (WEIGHTS, CONFIG_FILE, HELDOUT):
+            shutil.copyfile(source / name, folder / name)
+
+    return cached(CACHE_KIND, cache_key(cfg), kept_dir, copy)

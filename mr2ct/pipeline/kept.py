@@ -1,0 +1,68 @@
+"""What a training run keeps in its run dir so that evaluate and translate need nothing else.
+
+``<run>/kept`` is laid out like a cache (``mr2ct.core.cache``): ``test_data/<key>/`` holds the test split of
+every dataset the run scored (manifest, test volumes and each subject's MR image, whose header outputs are
+written on), keyed like the prepared dataset it came from; ``segmenter/<key>/`` holds the CT segmenter's
+weights and settings. Paths inside point into the kept entry itself, so a run dir copied to another folder or
+machine works without the cache, the phantom or the segmenter's training.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig
+
+from mr2ct.core.cache import cached, find_entry
+from mr2ct.core.config import DatasetConfig
+from mr2ct.data.preprocess import MANIFEST, REGISTRATION_REPORT, load_manifest, prepare_dataset, prepared_key
+from mr2ct.methods.card import MethodCard
+from mr2ct.segment import keep_segmenter
+
+KEPT = "kept"
+TEST_DATA = "test_data"
+KEPT_MR = "mr"
+
+
+def kept_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / KEPT
+
+
+def kept_test_split(dataset_cfg: DatasetConfig, cfg: DictConfig, card: MethodCard, run_dir: Path) -> Path | None:
+    """The test split of ``dataset_cfg`` kept by the training run ``run_dir``, or None when it kept none."""
+    return find_entry(TEST_DATA, _key(dataset_cfg, cfg, card), kept_dir(run_dir))
+
+
+def keep_for_inference(cfg: DictConfig, card: MethodCard, run_dir: Path, scored: list[str]) -> None:
+    """Keep the test split of each scored dataset (by name) and the segmenter in the training run's dir."""
+    for dataset in [cfg.data, *cfg.data.test_sets]:
+        if dataset.name in scored:
+            entry = prepare_dataset(dataset, cfg.registration, cfg.preprocess, card.dims, cfg.paths.cache_dir)
+            cached(TEST_DATA, _key(dataset, cfg, card), kept_dir(run_dir), lambda folder: copy_test_split(entry, folder))
+    keep_segmenter(cfg.segmenter, cfg.paths.cache_dir, kept_dir(run_dir))
+
+
+def copy_test_split(prepared: Path, folder: Path) -> None:
+    """The test files of a prepared entry with their MR images, each record's ``mr_path`` made relative."""
+    manifest = load_manifest(prepared)
+    (folder / "test").mkdir()
+    (folder / KEPT_MR).mkdir()
+    for relative in manifest["files"]["test"]:
+        with np.load(prepared / relative) as stored:
+            record = dict(stored)
+        mr_copy = Path(KEPT_MR) / f"{Path(relative).stem}.nii.gz"
+        shutil.copyfile(str(record["mr_path"]), folder / mr_copy)
+        record["mr_path"] = np.str_(str(mr_copy))
+        np.savez_compressed(folder / relative, **record)
+    manifest["files"] = {split: files if split == "test" else [] for split, files in manifest["files"].items()}
+    manifest["subjects"] = {split: names if split == "test" else [] for split, names in manifest["subjects"].items()}
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    if (prepared / REGISTRATION_REPORT).is_file():
+        shutil.copyfile(prepared / REGISTRATION_REPORT, folder / REGISTRATION_REPORT)
+
+
+def _key(dataset_cfg: DatasetConfig, cfg: DictConfig, card: MethodCard) -> dict:
+    return prepared_key(dataset_cfg, cfg.registration, cfg.preprocess, card.dims)
