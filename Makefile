@@ -5,17 +5,23 @@ BIN := $(VENV)/bin
 # The CPU build of torch; on a GPU machine install the CUDA build of the same version first.
 TORCH ?= torch==2.13.0
 
-.PHONY: install run test test-full bench clean
+.PHONY: install install-package deps run test test-full test-install bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-install: $(BIN)/python
+install: deps
+	$(BIN)/python -m pip install -q -e ".[dev]"
+
+# What a user gets: a non-editable install without dev extras (`make install-package VENV=DIR`).
+install-package: deps
+	$(BIN)/python -m pip install -q .
+
+deps: $(BIN)/python
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)" "numpy>=2,<2.5" setuptools wheel
 	# elasticdeform's wheel is compiled against NumPy 1 and fails to import with NumPy 2: build it here.
 	$(BIN)/python -m pip install -q --no-build-isolation --no-binary elasticdeform "elasticdeform==0.5.1"
-	$(BIN)/python -m pip install -q -e ".[dev]"
 
 run:
 	$(BIN)/python -m mr2ct.train $(ARGS)
@@ -26,8 +32,12 @@ test:
 test-full:
 	$(BIN)/python -m pytest -q -m "" $(ARGS)
 
+# install-package into a fresh venv, then its console scripts (slow: a few minutes)
+test-install:
+	$(BIN)/python -m pytest -q -m slow tests/test_install.py $(ARGS)
+
 bench:
 	@for script in benchmarks/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 clean:
-	rm -rf outputs multirun .cache .pytest_cache
+	rm -rf outputs multirun .cache .pytest_cache build

@@ -10,6 +10,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.utils import to_absolute_path
 from omegaconf import MISSING, OmegaConf
 
+from mr2ct.core.cli import hydra_entry
 from mr2ct.core.config import PhantomConfig
 from mr2ct.phantom.generate import generate_dataset
 
@@ -36,4 +37,4 @@ def main(config: PhantomRunConfig) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    hydra_entry(main, config_name="phantom")
