@@ -1,10 +1,14 @@
 """``python -m mr2ct.translate ckpt=RUN_OR_CKPT input=PATH output=DIR``: MRI in, synthetic CT (+ labels) out.
 
-For cohort users. ``input`` is one NIfTI, a folder of NIfTIs (``*.nii``, ``*.nii.gz``), a DICOM series
-folder, or a folder whose subfolders are DICOM series. Each MR is prepared exactly as the checkpoint's
-training run prepared its MR (``mr_on_prepared_grid`` with the run's ``preprocess`` settings), translated by
-``translate_volume`` (windows of the method's tiling) and written back in HU on the input's own header by
-``write_on_mr_header``, as evaluation writes its outputs, so it overlays the MRI in any viewer:
+For cohort users. ``input`` is a NIfTI file, a folder searched recursively (mr2ct's subject layout gives each
+subject's ``mr.nii.gz``, a BIDS tree its ``anat/*_T1w``/``*_T2w`` images), a glob
+(``'data/**/mr.nii.gz'``), a text file listing paths, or DICOM series folders; see
+:mod:`mr2ct.inference.inputs`. Outputs mirror the input's relative paths under ``output``, so names never
+collide. Each MR is prepared exactly as the checkpoint's training run prepared its MR
+(``mr_on_prepared_grid`` with the run's ``preprocess`` settings), translated by ``translate_volume`` (one
+sampling trajectory per volume, windows of the method's tiling, batched) and written back in HU on the
+input's own header by ``write_on_mr_header``, as evaluation writes its outputs, so it overlays the MRI in any
+viewer:
 
 - ``<name>_sct.nii.gz`` synthetic CT (HU); with ``inference.samples`` > 1 also ``<name>_sct_std.nii.gz``
   (per-voxel standard deviation of the draws, HU);
@@ -13,55 +17,76 @@ training run prepared its MR (``mr_on_prepared_grid`` with the run's ``preproces
 - ``iso=true``: every output again as ``*_iso.nii.gz`` on a 1 mm grid covering the input (RAS+ voxel order),
   resampled from the grid it was made on (linear for images, nearest for labels), except that a 3D method's
   labels are segmented from its synthetic CT on the 1 mm grid: super-resolved in the slice direction, as the
-  paper's Figure 7 (a 2D method's CT keeps the MR's slice thickness).
+  paper's Figure 7 (a 2D method's CT keeps the MR's slice thickness);
+- ``<name>_translate.json``: provenance (checkpoint digest, settings, outputs); a re-run skips an input whose
+  sidecar matches (``overwrite=true`` forces), so a killed job resumed with the same command does the rest.
 
+Cohort runs: ``shard=i/n`` takes a disjoint, deterministic share of the inputs (a Hydra multirun over
+``shard=0/4,1/4,2/4,3/4`` or a SLURM array covers a cohort without two jobs touching one file);
+``device=auto|cpu|cuda`` (auto takes a GPU when present; on a GPU the networks run in bfloat16 autocast).
 DICOM inputs get NIfTI outputs whose affine is the DICOM geometry. Every file's outputs are written into a
 hidden temp folder and moved in at the end, so a crash never leaves half a set. A file that fails (unreadable,
-not 3D, NaN/Inf, blank) is reported and the others go on; the command exits non-zero if any failed.
-``output/translate_log.json`` records the checkpoint, the settings, each file's status and the run metadata.
+not 3D, NaN/Inf, blank) is reported and the others go on; the command exits non-zero if any failed and lists
+them. ``output/translate_log.jsonl`` gets one line per file as the run goes (status, error, seconds,
+outputs); ``output/translate_log.json`` the checkpoint, settings, run metadata and summary at the end (with
+``shard=i/n``, n > 1: ``translate_log.shard-i-of-n.*``, one pair per shard).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 import tempfile
 import time
-from collections import Counter
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any, Optional
 
 import hydra
 import nibabel as nib
 import numpy as np
-import SimpleITK as sitk
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from mr2ct.core.cache import default_cache_dir
 from mr2ct.core.cli import hydra_entry
-from mr2ct.core.config import InferenceConfig, PreprocessConfig, SegmenterConfig
-from mr2ct.core.io import Volume, canonical_volume, from_sitk, load_nifti
+from mr2ct.core.config import RUNTIME_FIELDS, InferenceConfig, PreprocessConfig, SegmenterConfig
+from mr2ct.core.io import Volume
 from mr2ct.core.runinfo import run_metadata, write_json
 from mr2ct.core.values import model_to_ct
 from mr2ct.data.preprocess import mr_on_prepared_grid
-from mr2ct.inference.checkpoint import load_method, locate_checkpoint, trained_config
+from mr2ct.inference.checkpoint import load_method, locate_checkpoint, resolve_device, trained_config
+from mr2ct.inference.inputs import InputItem, discover_inputs, in_shard, parse_shard, read_input
 from mr2ct.inference.outputs import (
     Content,
     onto_mr_grid,
     write_on_grid,
     write_on_mr_header,
 )
+from mr2ct.inference.records import (
+    RunLog,
+    done_outputs,
+    file_digest,
+    fingerprint,
+    sidecar_path,
+    source_stamp,
+    write_sidecar,
+)
 from mr2ct.inference.volume import iso_grid, segments_on_iso_grid, translate_volume
 from mr2ct.methods.base import TranslationModule
 from mr2ct.pipeline.kept import kept_dir
 from mr2ct.segment import Segmentation, Segmenter, build_segmenter
 
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
-LOG_NAME = "translate_log.json"
+
+
+class Device(Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
 
 
 @dataclass
@@ -70,8 +95,11 @@ class TranslateConfig:
 
     defaults: list[Any] = field(default_factory=list)
     ckpt: str = MISSING  # a train run dir, or a .ckpt file inside one
-    input: str = MISSING  # a NIfTI file, a folder of NIfTIs, a DICOM series folder, or a folder of series folders
-    output: str = MISSING  # folder for the outputs and translate_log.json (created)
+    input: str = MISSING  # a NIfTI file, a folder (searched recursively), a glob, or a .txt list of paths
+    output: str = MISSING  # folder for the outputs (mirroring the input tree) and the logs (created)
+    overwrite: bool = False  # false: skip inputs already translated with the same checkpoint and settings
+    shard: str = "0/1"  # i/n: this job's disjoint share of the inputs
+    device: Device = Device.auto  # auto: a GPU when one is visible
     segment: bool = True
     iso: bool = False
     inference: InferenceConfig = MISSING
@@ -86,89 +114,6 @@ def register_translate_config() -> None:
 
 
 register_translate_config()
-
-
-# ------------------------------------------------------------------------------------------------ inputs
-@dataclass(frozen=True)
-class InputItem:
-    """One MR volume to translate: a NIfTI file, or one DICOM series in a folder."""
-
-    name: str
-    source: Path
-    series_id: str | None = None  # set for DICOM
-
-
-def nifti_stem(path: Path) -> str | None:
-    """The file name without .nii/.nii.gz, or None when it is not a NIfTI name."""
-    for suffix in NIFTI_SUFFIXES:
-        if path.name.endswith(suffix) and len(path.name) > len(suffix):
-            return path.name[: -len(suffix)]
-    return None
-
-
-def dicom_series(folder: Path) -> list[InputItem]:
-    """The DICOM series directly inside ``folder``: one item named after the folder (``_<k>`` if several)."""
-    series = sorted(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
-    if len(series) == 1:
-        return [InputItem(folder.name, folder, series[0])]
-    return [InputItem(f"{folder.name}_{k}", folder, uid) for k, uid in enumerate(series)]
-
-
-def discover_inputs(path: str | Path) -> list[InputItem]:
-    """Every MR volume under ``input``; raises before any work when there is none or names collide."""
-    root = Path(path).expanduser().resolve()
-    if not root.exists():
-        raise FileNotFoundError(f"input={path}: no such file or folder")
-    if root.is_file():
-        if nifti_stem(root) is None:
-            raise ValueError(f"input={path}: not a NIfTI file (.nii, .nii.gz); give a file, a folder of NIfTIs "
-                             "or a DICOM series folder")
-        return [InputItem(nifti_stem(root), root)]
-    niftis = [InputItem(nifti_stem(p), p) for p in sorted(root.iterdir()) if p.is_file() and nifti_stem(p)]
-    if not niftis and (here := dicom_series(root)):
-        return here
-    items = niftis + [item for sub in sorted(p for p in root.iterdir() if p.is_dir()) for item in dicom_series(sub)]
-    if not items:
-        raise ValueError(f"input={path}: no NIfTI files (*.nii, *.nii.gz) and no DICOM series found")
-    duplicates = sorted(name for name, count in Counter(item.name for item in items).items() if count > 1)
-    if duplicates:
-        raise ValueError(f"input={path}: several inputs would write the same outputs: {duplicates}")
-    return items
-
-
-def read_dicom(item: InputItem) -> nib.Nifti1Image:
-    """A DICOM series as an in-memory NIfTI image whose affine is the series' geometry (RAS)."""
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(item.source), item.series_id))
-    image = reader.Execute()
-    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
-        raise ValueError(f"expected a 3D scalar series, got {image.GetDimension()}D with "
-                         f"{image.GetNumberOfComponentsPerPixel()} components")
-    volume = from_sitk(image)
-    nifti = nib.Nifti1Image(volume.array, volume.affine)
-    nifti.header.set_qform(volume.affine, code=1)
-    nifti.header.set_sform(volume.affine, code=1)
-    return nifti
-
-
-def read_input(item: InputItem) -> tuple[Volume, nib.Nifti1Image]:
-    """(MR in RAS+ voxel order, the image whose header the outputs are written on), checked for use."""
-    if item.series_id is None:
-        mr, reference = load_nifti(item.source)
-    else:
-        reference = read_dicom(item)
-        mr = canonical_volume(reference)
-    check_mr(mr.array)
-    return mr, reference
-
-
-def check_mr(array: np.ndarray) -> None:
-    """Reject what cannot be translated meaningfully: non-finite voxels and blank images."""
-    finite = np.isfinite(array)
-    if not finite.all():
-        raise ValueError(f"{int((~finite).sum())} voxels are NaN/Inf")
-    if not array.max() > max(array.min(), 0):
-        raise ValueError(f"blank image (all voxels in [{array.min()}, {array.max()}], no positive contrast)")
 
 
 # ------------------------------------------------------------------------------------------------ outputs
@@ -214,18 +159,33 @@ def write_layers(
     return paths
 
 
-def move_in_atomically(name: str, output: Path, write) -> list[Path]:
-    """Run ``write(temp_folder) -> paths`` in a hidden temp folder inside ``output``, then move the files in.
+def remove_stale_temp(folder: Path, name: str) -> None:
+    """Temp folders of ``name`` left by a killed run (only this input's; other shards' stay untouched)."""
+    if folder.is_dir():
+        pattern = re.compile(rf"\.tmp-{re.escape(name)}-[a-z0-9_]{{8}}")
+        for stale in folder.iterdir():
+            if stale.is_dir() and pattern.fullmatch(stale.name):
+                shutil.rmtree(stale, ignore_errors=True)
 
-    A failure or crash while writing leaves no output of this file (at most a hidden ``.tmp-*`` folder
-    after a hard kill); each move is an atomic rename within one file system.
+
+def move_in_atomically(name: str, folder: Path, write, finish) -> list[Path]:
+    """Run ``write(temp_folder) -> paths`` in a hidden temp folder inside ``folder``, move the files in, then
+    ``finish(final_paths) -> path`` (the sidecar) in the same way, last.
+
+    A failure or crash while writing leaves no output of this file (at most a hidden ``.tmp-*`` folder after
+    a hard kill, removed by the next run); each move is an atomic rename within one file system, and without
+    the sidecar a partly moved set counts as not done.
     """
-    temp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=output))
+    folder.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp(folder, name)
+    temp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=folder))
     try:
         written = write(temp)
-        final = [output / path.name for path in written]
+        final = [folder / path.name for path in written]
+        record = finish(temp, final)
         for path, target in zip(written, final):
             os.replace(path, target)
+        os.replace(record, folder / record.name)
         return final
     finally:
         shutil.rmtree(temp, ignore_errors=True)
@@ -243,11 +203,13 @@ class Translator:
     seed: int
     segmenter: Segmenter | None
     iso: bool
+    bf16: bool  # the networks in bfloat16 autocast (on a GPU)
 
     def layers(self, mr: Volume) -> list[Layer]:
         """Synthetic CT and its std over samples (model space, on the run's prepared grid) and the segmentation."""
         model_mr, grid, _ = mr_on_prepared_grid(mr, self.preprocess, self.method.card.dims)
-        translation = translate_volume(self.method, model_mr, self.inference, self.crop_size, seed=self.seed)
+        translation = translate_volume(self.method, model_mr, self.inference, self.crop_size, seed=self.seed,
+                                       bf16=self.bf16)
         sct = grid.with_array(translation.mean)
         layers = [Layer("_sct", sct, "ct")]
         if translation.std is not None:
@@ -257,68 +219,123 @@ class Translator:
             layers += segmentation_layers(self.segmenter, sct, mr, iso_grid(mr) if super_resolved else None)
         return layers
 
-    def translate_item(self, item: InputItem, output: Path) -> list[Path]:
+    def translate_item(self, item: InputItem, output: Path, finish) -> list[Path]:
+        """Translate one input into its place under ``output``; ``finish`` writes its sidecar (see
+        :func:`move_in_atomically`)."""
         mr, reference = read_input(item)
         layers = self.layers(mr)
-        return move_in_atomically(item.name, output, lambda temp: write_layers(layers, mr, reference, item.name, temp, self.iso))
+        folder = (output / item.relative).parent
+        return move_in_atomically(
+            item.name, folder, lambda temp: write_layers(layers, mr, reference, item.name, temp, self.iso), finish)
+
+
+def translate_or_skip(translator: Translator, item: InputItem, output: Path, provenance: dict[str, Any],
+                      overwrite: bool) -> dict[str, Any]:
+    """One input's log record: skipped when its outputs exist with the same fingerprint (unless
+    ``overwrite``), else translated; a failure is recorded, never raised, so one bad file cannot stop a cohort."""
+    started = time.perf_counter()
+    record: dict[str, Any] = {"input": item.relative, "source": str(item.source), "series_id": item.series_id}
+    try:
+        digest = fingerprint(provenance["checkpoint_sha256"], provenance["settings"], source_stamp(item))
+        done = None if overwrite else done_outputs(output, item, digest)
+        if done is not None:
+            record.update(status="skipped", outputs=[str(p) for p in done], error=None)
+        else:
+            def finish(temp: Path, final: list[Path]) -> Path:
+                return write_sidecar(temp / sidecar_path(output, item).name, item, digest, provenance, final)
+
+            outputs = translator.translate_item(item, output, finish)
+            record.update(status="ok", outputs=[str(p) for p in outputs], error=None)
+    except Exception as error:  # one bad file must not stop a cohort run
+        record.update(status="failed", outputs=[], error=f"{type(error).__name__}: {error}")
+    record["seconds"] = round(time.perf_counter() - started, 3)
+    return record
+
+
+def log_stem(shard: str) -> str:
+    """``translate_log``, or ``translate_log.shard-i-of-n`` for one of several shards (each has its own logs)."""
+    index, count = parse_shard(shard)
+    return "translate_log" if count == 1 else f"translate_log.shard-{index}-of-{count}"
+
+
+def decisive_segmenter_settings(segmenter_cfg: Any) -> dict[str, Any]:
+    """The segmenter's settings without those that do not change its labels (device, batch size, progress)."""
+    return {k: v for k, v in _plain(segmenter_cfg).items() if k not in RUNTIME_FIELDS}
 
 
 def translate(cfg: DictConfig) -> dict[str, Any]:
-    """Translate every input of ``cfg`` into ``cfg.output``; return the log (also written as translate_log.json).
+    """Translate this shard's inputs of ``cfg`` into ``cfg.output``, skipping those already done; return the
+    run's log (also written as translate_log.json; translate_log.jsonl gets a line per file as it goes).
 
-    Checkpoint and input are checked before any work; a failing file is recorded and the others go on.
+    Checkpoint, device, shard, output and input are checked before any work; a failing file is recorded
+    and the others go on.
     """
     run_dir, checkpoint = locate_checkpoint(cfg.ckpt)
-    items = discover_inputs(cfg.input)
+    device = resolve_device(cfg.device.value)
     output = Path(cfg.output).expanduser().resolve()
     if output.exists() and not output.is_dir():
         raise NotADirectoryError(f"output={cfg.output}: exists and is not a folder")
+    found = discover_inputs(cfg.input, skip=output)
+    items = in_shard(found, cfg.shard)
     output.mkdir(parents=True, exist_ok=True)
 
     trained = trained_config(run_dir)
     segmenter_cfg = cfg.segmenter if cfg.segmenter is not None else trained.segmenter
+    if cfg.device is not Device.auto:
+        segmenter_cfg = OmegaConf.merge(segmenter_cfg, {"device": device.type})
     cache_dir = cfg.cache_dir if cfg.cache_dir is not None else default_cache_dir()
     translator = Translator(
-        method=load_method(trained.model.name, checkpoint),
+        method=load_method(trained.model.name, checkpoint, device),
         preprocess=OmegaConf.to_object(trained.preprocess),
         crop_size=trained.loader.crop_size,
         inference=OmegaConf.to_object(cfg.inference),
         seed=cfg.seed,
         segmenter=build_segmenter(segmenter_cfg, cache_dir, kept_dir(run_dir)) if cfg.segment else None,
         iso=cfg.iso,
+        bf16=device.type == "cuda",
     )
+    inference = {k: v for k, v in _plain(cfg.inference).items() if k != "batch_size"}  # speed, not result
+    settings = {
+        "model": trained.model.name, "segment": cfg.segment, "iso": cfg.iso, "seed": cfg.seed,
+        "crop_size": translator.crop_size, "inference": inference, "preprocess": _plain(trained.preprocess),
+        "segmenter": decisive_segmenter_settings(segmenter_cfg) if cfg.segment else None,
+        "precision": "bf16" if translator.bf16 else "fp32",
+    }
+    provenance = {"checkpoint": str(checkpoint), "checkpoint_sha256": file_digest(checkpoint), "settings": settings}
+    run_log = RunLog(output / f"{log_stem(cfg.shard)}.jsonl")
     log: dict[str, Any] = {
-        "ckpt": str(checkpoint),
+        **provenance,
         "run_dir": str(run_dir),
-        "input": str(Path(cfg.input).expanduser().resolve()),
+        "input": str(cfg.input),
         "output": str(output),
-        "settings": {
-            "segment": cfg.segment, "iso": cfg.iso, "seed": cfg.seed, "crop_size": translator.crop_size,
-            "inference": _plain(cfg.inference), "preprocess": _plain(trained.preprocess),
-            "segmenter": _plain(segmenter_cfg) if cfg.segment else None,
-        },
+        "shard": str(cfg.shard),
+        "inputs_found": len(found),
+        "device": str(device),
+        "overwrite": cfg.overwrite,
+        "log": str(run_log.path),
         "meta": run_metadata(cfg.seed),
         "files": [],
     }
-    for item in tqdm(items, desc="translate", unit="file", disable=not cfg.progress):
-        started = time.perf_counter()
-        record: dict[str, Any] = {"name": item.name, "source": str(item.source), "series_id": item.series_id}
-        try:
-            record.update(status="ok", outputs=[str(p) for p in translator.translate_item(item, output)], error=None)
-            line = f"ok      {item.name}: {len(record['outputs'])} files"
-        except Exception as error:  # one bad file must not stop a cohort run
-            record.update(status="failed", outputs=[], error=f"{type(error).__name__}: {error}")
-            line = f"FAILED  {item.name} ({item.source}): {record['error']}"
-        record["seconds"] = round(time.perf_counter() - started, 3)
+    counts = {"ok": 0, "skipped": 0, "failed": 0}
+    progress = tqdm(items, desc="translate", unit="file", disable=not cfg.progress)
+    for item in progress:
+        record = translate_or_skip(translator, item, output, provenance, cfg.overwrite)
+        run_log.append(record)
         log["files"].append(record)
-        tqdm.write(line)
-    failed = [r for r in log["files"] if r["status"] == "failed"]
-    log["summary"] = {"files": len(items), "ok": len(items) - len(failed), "failed": len(failed)}
-    write_json(log, output / LOG_NAME)
-    print(f"mr2ct translate: {log['summary']['ok']}/{len(items)} files translated into {output}"
-          + (f"; {len(failed)} failed:" if failed else ""))
-    for record in failed:
-        print(f"  {record['source']}: {record['error']}")
+        counts[record["status"]] += 1
+        progress.set_postfix(counts, refresh=False)
+        if record["status"] == "ok":
+            tqdm.write(f"ok      {item.relative}: {len(record['outputs'])} files")
+        elif record["status"] == "failed":
+            tqdm.write(f"FAILED  {item.relative} ({item.source}): {record['error']}")
+    log["summary"] = {"files": len(items), **counts}
+    write_json(log, output / f"{log_stem(cfg.shard)}.json")
+    share = f" (shard {cfg.shard} of {len(found)} found)" if len(items) != len(found) else ""
+    print(f"mr2ct translate: {counts['ok']} translated, {counts['skipped']} already done, {counts['failed']} failed "
+          f"of {len(items)} files{share} into {output}" + (":" if counts["failed"] else ""))
+    for record in log["files"]:
+        if record["status"] == "failed":
+            print(f"  {record['source']}: {record['error']}")
     return log
 
 

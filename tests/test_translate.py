@@ -3,6 +3,7 @@ header, labels against the ground truth, DICOM series, corrupt files, 1 mm outpu
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -18,13 +19,9 @@ from mr2ct.core.values import ct_to_model
 from mr2ct.metrics.dice import dice
 from mr2ct.pipeline.run import run_task
 from mr2ct.segment import Segmentation
+from mr2ct.inference.inputs import discover_inputs
 from mr2ct.train import train
-from mr2ct.translate import (
-    discover_inputs,
-    segmentation_layers,
-    translate,
-    write_layers,
-)
+from mr2ct.translate import segmentation_layers, translate, write_layers
 from tests.conftest import TINY, compose_config
 
 # A stochastic sampler (DDIM, eta=1), so std maps and seeded determinism mean something.
@@ -108,8 +105,10 @@ def test_nifti_outputs_lie_on_the_input_header_and_overlap_ground_truth(translat
     assert not (output / "mr_sct_std.nii.gz").exists() and not list(output.glob(".tmp-*"))
 
     written = json.loads((output / "translate_log.json").read_text())
-    assert written["summary"] == {"files": 1, "ok": 1, "failed": 0} == log["summary"]
-    assert written["ckpt"] == str((tiny_run / "checkpoints" / "last.ckpt").resolve())
+    assert written["summary"] == {"files": 1, "ok": 1, "skipped": 0, "failed": 0} == log["summary"]
+    checkpoint = (tiny_run / "checkpoints" / "last.ckpt").resolve()
+    assert written["checkpoint"] == str(checkpoint)
+    assert written["checkpoint_sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
     assert written["settings"]["preprocess"]["spacing_inplane_mm"] == 3.0 and written["settings"]["crop_size"] == 32
     assert written["meta"]["packages"]["torch"] and "commit" in written["meta"]["git"]
     assert sorted(Path(p).name for p in written["files"][0]["outputs"]) == sorted(
@@ -148,13 +147,14 @@ def test_folder_with_corrupt_files_translates_the_rest_and_reports_them(tiny_run
     completed = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert completed.returncode != 0, completed.stdout + completed.stderr
     log = json.loads((output / "translate_log.json").read_text())
-    status = {record["name"]: record for record in log["files"]}
+    status = {record["input"]: record for record in log["files"]}
     assert {name: r["status"] for name, r in status.items()} == {
         "blank": "failed", "four_d": "failed", "good": "ok", "nan": "failed", "truncated": "failed"}
     assert "NaN" in status["nan"]["error"] and "blank" in status["blank"]["error"]
     assert "3D" in status["four_d"]["error"]
-    assert sorted(p.name for p in output.iterdir()) == ["good_sct.nii.gz", "translate_log.json"]
-    assert "FAILED  truncated" in completed.stdout and "1/5 files translated" in completed.stdout
+    assert sorted(p.name for p in output.iterdir()) == [
+        "good_sct.nii.gz", "good_translate.json", "translate_log.json", "translate_log.jsonl"]
+    assert "FAILED  truncated" in completed.stdout and "1 translated, 0 already done, 4 failed" in completed.stdout
     assert_on_header(output / "good_sct.nii.gz", mr)
 
 
@@ -263,7 +263,8 @@ def test_default_segmenter_on_the_oracle_ct_through_the_same_path_matches_ground
     segmenter = build_segmenter(SegmenterConfig(progress=False), tmp_path / "cache")
     oracle, _ = load_nifti(subject / "oracle_ct.nii.gz")
     mr, reference = load_nifti(subject / "mr.nii.gz")
-    write_layers(segmentation_layers(segmenter, oracle), mr, reference, "oracle", tmp_path, iso=False)
+    layers = segmentation_layers(segmenter, oracle.with_array(ct_to_model(oracle.array)), mr)
+    write_layers(layers, mr, reference, "oracle", tmp_path, iso=False)
     labels = assert_on_header(tmp_path / "oracle_seg.nii.gz", reference)
     subregions = assert_on_header(tmp_path / "oracle_subreg.nii.gz", reference)
     truth = np.asanyarray(nib.load(str(subject / "mr_seg.nii.gz")).dataobj)

@@ -33,8 +33,19 @@ def trained_config(train_run: Path) -> DictConfig:
     return OmegaConf.merge(OmegaConf.structured(TrainConfig), OmegaConf.load(train_run / "config_resolved.yaml"))
 
 
-def load_method(name: str, checkpoint: Path) -> TranslationModule:
-    """The trained method ``name`` from its checkpoint (weights only: no code runs on load), on the GPU when
-    present."""
+def resolve_device(name: str) -> torch.device:
+    """``auto`` (a GPU when one is visible), ``cpu`` or ``cuda``; ``cuda`` without a GPU is refused up front."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device=cuda: no CUDA GPU is visible to torch; use device=cpu or device=auto")
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"device={name}: expected auto, cpu or cuda")
+    return torch.device(name)
+
+
+def load_method(name: str, checkpoint: Path, device: torch.device | None = None) -> TranslationModule:
+    """The trained method ``name`` from its checkpoint (weights only: no code runs on load), on ``device``
+    (default: the GPU when present)."""
     method = method_class(name).load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True)
-    return method.cuda() if torch.cuda.is_available() else method
+    return method.to(device or resolve_device("auto"))

@@ -58,13 +58,15 @@ def translate_volume(
     crop_size: int,
     seed: int = 0,
     progress: bool = False,
+    bf16: bool = False,
 ) -> Translation:
     """MR (X, Y, Z) in model space -> synthetic CT of the same shape.
 
     2D methods get every sagittal slice (axis 0) as one batch, 3D methods the volume; the network sees
     windows of the training crop unless ``inference.window`` says otherwise. All sampling noise comes from
     one generator seeded with ``seed``, so stochastic samplers are reproducible and the result does not
-    depend on ``inference.batch_size``.
+    depend on ``inference.batch_size``. ``bf16`` runs the networks in bfloat16 autocast on a GPU (the sampler's
+    arithmetic stays float32); on a CPU it does nothing.
     """
     method.eval()
     device = method.device
@@ -74,7 +76,8 @@ def translate_volume(
     inputs = volume[:, None] if method.card.dims == 2 else volume[None, None]
     draws = []
     for _ in tqdm(range(inference.samples), desc="samples", disable=not progress or inference.samples == 1):
-        out = method.translate(inputs, settings, generator)
-        draws.append(out.reshape(volume.shape).clamp(MODEL_MIN, MODEL_MAX).cpu().numpy())
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda"):
+            out = method.translate(inputs, settings, generator)
+        draws.append(out.float().reshape(volume.shape).clamp(MODEL_MIN, MODEL_MAX).cpu().numpy())
     stack = np.stack(draws)
     return Translation(mean=stack.mean(0), std=stack.std(0) if len(draws) > 1 else None)
