@@ -14,7 +14,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from mr2ct.core.cli import hydra_entry
+from mr2ct.core.cli import hydra_entry, refuse_user_errors
 from mr2ct.core.config import register_configs
 from mr2ct.inference.checkpoint import load_method, locate_checkpoint, trained_config
 from mr2ct.pipeline.run import RunLogger, run_task
@@ -63,10 +63,11 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path, logger: RunLogger) -> di
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> float | None:
-    train_run, checkpoint = locate_checkpoint(cfg.ckpt)
-    merged = evaluation_config(cfg, train_run)
-    merged.ckpt_path = str(checkpoint)
-    return run_task(merged, "evaluate", evaluate_checkpoint)
+    with refuse_user_errors():
+        train_run, checkpoint = locate_checkpoint(cfg.ckpt)
+        merged = evaluation_config(cfg, train_run)
+        merged.ckpt_path = str(checkpoint)
+        return run_task(merged, "evaluate", evaluate_checkpoint)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from mr2ct.core.cli import hydra_entry
+from mr2ct.core.cli import hydra_entry, refuse_user_errors
 from mr2ct.core.config import register_configs
 from mr2ct.data.preprocess import REGISTRATION_REPORT, prepare_dataset
 from mr2ct.methods.registry import method_card
@@ -21,7 +21,8 @@ register_configs()
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     dims = method_card(cfg.model.name).dims  # the data are prepared for the configured method's dims
-    prepared = prepare_dataset(cfg.data, cfg.registration, cfg.preprocess, dims, cfg.paths.cache_dir)
+    with refuse_user_errors():
+        prepared = prepare_dataset(cfg.data, cfg.registration, cfg.preprocess, dims, cfg.paths.cache_dir)
     median = median_tre_mm(read_registration_report(prepared / REGISTRATION_REPORT))
     print(f"prepared dataset: {prepared.resolve()}")
     print(f"registration ({cfg.registration.mode}): median tre_mm = "

@@ -16,7 +16,7 @@ import hydra
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from mr2ct.core.cli import hydra_entry
+from mr2ct.core.cli import hydra_entry, refuse_user_errors
 from mr2ct.methods.registry import METHODS, method_card
 from mr2ct.report import Report, build_report, collect_local, collect_wandb
 from mr2ct.report.runs import RunRecord
@@ -97,7 +97,8 @@ def run_tables(cfg: DictConfig, api: Any = None, wandb_init: Callable[..., Any] 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="tables")
 def main(cfg: DictConfig) -> None:
-    report = run_tables(cfg)
+    with refuse_user_errors():
+        report = run_tables(cfg)
     print(f"mr2ct tables: {len(report.tables)} tables, {len(report.figures)} figures, "
           f"{len(report.not_included)} runs not included")
     print(f"  report: {Path(cfg.out_dir).resolve() / 'index.html'}")

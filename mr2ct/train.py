@@ -10,7 +10,7 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
-from mr2ct.core.cli import hydra_entry
+from mr2ct.core.cli import hydra_entry, refuse_user_errors
 from mr2ct.core.config import register_configs
 from mr2ct.pipeline.kept import keep_for_inference
 from mr2ct.pipeline.run import RunLogger, resolved_config, run_task
@@ -51,7 +51,8 @@ def train(cfg: DictConfig, run_dir: Path, logger: RunLogger) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    return run_task(cfg, "train", train)
+    with refuse_user_errors():
+        return run_task(cfg, "train", train)
 
 
 if __name__ == "__main__":

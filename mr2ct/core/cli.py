@@ -1,4 +1,5 @@
-"""Command-line front door shared by the Hydra entry points: misspelt keys get the valid keys listed.
+"""Command-line front door shared by the Hydra entry points: user errors in one line, misspelt keys get the
+valid keys listed.
 
 Hydra already lists the available options of a config group (``model=pix2pixx``) and OmegaConf lists an
 enum's valid values; for a misspelt key (``inference.etaa=1``) Hydra only says the key is unknown. When
@@ -7,13 +8,17 @@ an entry point fails before its task starts, :func:`explain_unknown_keys` names 
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from mr2ct.core.config import register_configs
 
@@ -44,19 +49,69 @@ def unknown_key_messages(overrides: list[str], config_name: str = "config") -> l
     return messages
 
 
+TRACEBACK_ENV = "HYDRA_FULL_ERROR"
+TRACEBACK_REQUESTED = "MR2CT_USER_HYDRA_FULL_ERROR"  # what the user set, before hydra_entry sets HYDRA_FULL_ERROR
+
+
+def wants_traceback() -> bool:
+    """Whether the user asked for full tracebacks (``HYDRA_FULL_ERROR=1``)."""
+    return os.environ.get(TRACEBACK_REQUESTED, os.environ.get(TRACEBACK_ENV, "0")) == "1"
+
+
+# What a user can cause: a bad config value or key, a missing, unreadable or malformed file, a wrong checkpoint.
+USER_ERRORS = (HydraException, OmegaConfBaseException, ValueError, OSError)
+
+
 def hydra_entry(main: Callable[[], object], config_name: str = "config") -> None:
-    """Run a ``@hydra.main`` function; if Hydra rejects the command line, explain unknown keys."""
+    """Run a ``@hydra.main`` function; a user error ends in one line naming the key or file and the problem,
+    exit code 1 and no traceback (``HYDRA_FULL_ERROR=1`` shows it); misspelt keys get the valid keys listed."""
+    show_traceback = wants_traceback()
+    os.environ[TRACEBACK_ENV] = "1"  # Hydra re-raises instead of printing a traceback itself
+    os.environ[TRACEBACK_REQUESTED] = "1" if show_traceback else "0"
     try:
         main()
-    except SystemExit as exit_:
-        if exit_.code not in (0, None):
-            try:
-                lines = unknown_key_messages([a for a in sys.argv[1:] if "=" in a and not a.startswith("-")], config_name)
-            except Exception:  # the explanation must never hide Hydra's own error
-                lines = []
-            for line in lines:
-                print(line, file=sys.stderr)
-        raise
+    except Refused as refused:
+        print(f"error: {refused.message}", file=sys.stderr)
+        sys.exit(1)
+    except USER_ERRORS as error:  # raised while Hydra composes the config, before the task starts
+        if show_traceback:
+            raise
+        print(f"error: {one_line(error)}", file=sys.stderr)
+        try:
+            lines = unknown_key_messages([a for a in sys.argv[1:] if "=" in a and not a.startswith("-")], config_name)
+        except Exception:  # the explanation must never hide the error itself
+            lines = []
+        for line in lines:
+            print(line, file=sys.stderr)
+        sys.exit(1)
+
+
+class Refused(SystemExit):
+    """A user error inside a task, on its way to :func:`hydra_entry` (a SystemExit passes Hydra's job runner
+    without its "Error executing job" report)."""
+
+    def __init__(self, message: str):
+        super().__init__(1)
+        self.message = message
+
+
+@contextmanager
+def refuse_user_errors() -> Iterator[None]:
+    """Wrap an entry point's task: a user error becomes one line (see :func:`hydra_entry`)."""
+    try:
+        yield
+    except USER_ERRORS as error:
+        if wants_traceback():
+            raise
+        raise Refused(one_line(error)) from error
+
+
+def one_line(error: BaseException) -> str:
+    """The message of ``error`` (and of the error it was raised from) on one line."""
+    cause = error.__cause__ if isinstance(error, HydraException) and error.__cause__ is not None else None
+    message = str(error).split("\nConfig search path:")[0]  # Hydra's list of search paths says nothing to a user
+    text = "; ".join(line.strip() for line in message.splitlines() if line.strip()) or type(error).__name__
+    return text + (f" ({one_line(cause)})" if cause is not None and str(cause) not in text else "")
 
 
 class _Missing:

@@ -236,7 +236,8 @@ def _load_subject(root: Path, row: dict[str, str]) -> tuple[Subject | None, list
             volumes[name], images[name] = _read_volume(path, labels=name in LABEL_IMAGES)
         except ValueError as error:
             problems.append(f"{path.name}: {error}")
-    problems += _grid_problems(volumes)
+    grid_problems = _grid_problems(volumes)
+    problems += grid_problems
     problems += [f"{name}.nii.gz: segmentation is empty (no label > 0)"
                  for name in LABEL_IMAGES if name in volumes and not np.any(volumes[name].array > 0)]
 
@@ -251,7 +252,7 @@ def _load_subject(root: Path, row: dict[str, str]) -> tuple[Subject | None, list
             landmarks[name] = read_landmarks(path)
         except ValueError as error:
             problems.append(f"{path.name}: {error}")
-    if "mr_landmarks" in landmarks and "ct_seg" in volumes and "ct_subreg" in volumes:
+    if "mr_landmarks" in landmarks and "ct_seg" in volumes and "ct_subreg" in volumes and not grid_problems:
         problems += _landmark_problems(landmarks["mr_landmarks"], landmarks.get("ct_landmarks"),
                                        volumes["ct_seg"], volumes["ct_subreg"])
 

@@ -10,7 +10,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.utils import to_absolute_path
 from omegaconf import MISSING, OmegaConf
 
-from mr2ct.core.cli import hydra_entry
+from mr2ct.core.cli import hydra_entry, refuse_user_errors
 from mr2ct.core.config import PhantomConfig
 from mr2ct.phantom.generate import generate_dataset
 
@@ -29,9 +29,10 @@ ConfigStore.instance().store(name="phantom_schema", node=PhantomRunConfig)
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="phantom")
 def main(config: PhantomRunConfig) -> str:
-    phantom = OmegaConf.to_object(config)
-    out_dir = generate_dataset(phantom, Path(to_absolute_path(config.out_dir)), preview=config.preview,
-                               progress=config.progress)
+    with refuse_user_errors():
+        phantom = OmegaConf.to_object(config)
+        out_dir = generate_dataset(phantom, Path(to_absolute_path(config.out_dir)), preview=config.preview,
+                                   progress=config.progress)
     print(f"wrote {config.subjects} {phantom.preset.value} subjects to {out_dir}")
     return str(out_dir)
 
