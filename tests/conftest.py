@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,18 @@ def compose_config(overrides: list[str] = (), config_name: str = "config") -> Di
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(config_name=config_name, overrides=list(overrides))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def user_cache(tmp_path_factory):
+    """The tests' stand-in for the user's cache folder: no test (nor its subprocesses) writes to ~/.cache."""
+    before = os.environ.get("MR2CT_CACHE")
+    os.environ["MR2CT_CACHE"] = str(tmp_path_factory.mktemp("user_cache"))
+    yield
+    if before is None:
+        os.environ.pop("MR2CT_CACHE")
+    else:
+        os.environ["MR2CT_CACHE"] = before
 
 
 @pytest.fixture(scope="session")
