@@ -247,15 +247,27 @@ def translate_or_skip(translator: Translator, item: InputItem, output: Path, pro
             outputs = translator.translate_item(item, output, finish)
             record.update(status="ok", outputs=[str(p) for p in outputs], error=None)
     except Exception as error:  # one bad file must not stop a cohort run
-        record.update(status="failed", outputs=[], error=f"{type(error).__name__}: {error}")
+        record.update(status="failed", outputs=[], error=one_line(error))
     record["seconds"] = round(time.perf_counter() - started, 3)
     return record
+
+
+def one_line(error: Exception) -> str:
+    """An error as one line; the file is named beside it, so an OS error needs only its reason."""
+    reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+    return f"{type(error).__name__}: {' '.join(reason.split())}"
 
 
 def log_stem(shard: str) -> str:
     """``translate_log``, or ``translate_log.shard-i-of-n`` for one of several shards (each has its own logs)."""
     index, count = parse_shard(shard)
     return "translate_log" if count == 1 else f"translate_log.shard-{index}-of-{count}"
+
+
+def decisive_inference_settings(inference: dict[str, Any], reads: tuple[str, ...]) -> dict[str, Any]:
+    """The inference settings that change a method's outputs: those its card says it reads, the number of
+    draws (a std map) and the tiling; not the batch size, which changes only the speed."""
+    return {k: v for k, v in inference.items() if k in {*reads, "samples", "window", "overlap"}}
 
 
 def decisive_segmenter_settings(segmenter_cfg: Any) -> dict[str, Any]:
@@ -294,10 +306,12 @@ def translate(cfg: DictConfig) -> dict[str, Any]:
         iso=cfg.iso,
         bf16=device.type == "cuda",
     )
-    inference = {k: v for k, v in _plain(cfg.inference).items() if k != "batch_size"}  # speed, not result
+    card = translator.method.card
     settings = {
-        "model": trained.model.name, "segment": cfg.segment, "iso": cfg.iso, "seed": cfg.seed,
-        "crop_size": translator.crop_size, "inference": inference, "preprocess": _plain(trained.preprocess),
+        "model": trained.model.name, "segment": cfg.segment, "iso": cfg.iso,
+        "seed": cfg.seed if card.samples else None, "crop_size": translator.crop_size,
+        "inference": decisive_inference_settings(_plain(cfg.inference), card.reads),
+        "preprocess": _plain(trained.preprocess),
         "segmenter": decisive_segmenter_settings(segmenter_cfg) if cfg.segment else None,
         "precision": "bf16" if translator.bf16 else "fp32",
     }

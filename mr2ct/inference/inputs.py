@@ -237,8 +237,6 @@ def read_dicom(item: InputItem) -> nib.Nifti1Image:
 
 def read_input(item: InputItem) -> tuple[Volume, nib.Nifti1Image]:
     """(MR in RAS+ voxel order, the image whose header the outputs are written on), checked for use."""
-    if not item.source.exists():
-        raise FileNotFoundError("no such file or folder")
     if item.source.is_dir() and item.series_id is None:
         raise ValueError("a folder without a DICOM series")
     if item.series_id is None:

@@ -75,9 +75,9 @@ class RunLog:
     def __init__(self, path: Path):
         self.path = path
         self.run = time.strftime("%Y-%m-%dT%H:%M:%S")
-        if path.is_file() and path.stat().st_size and not path.read_bytes().endswith(b"\n"):
-            with open(path, "a") as handle:  # a line cut short by a kill stays on its own line
-                handle.write("\n")
+        with open(path, "a") as handle:  # every run leaves a log, even with no file to do
+            if handle.tell() and not path.read_bytes().endswith(b"\n"):
+                handle.write("\n")  # a line cut short by a kill stays on its own line
 
     def append(self, record: dict[str, Any]) -> None:
         line = json.dumps({"run": self.run, **record}, default=str)
