@@ -53,7 +53,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from mr2ct.core.cache import default_cache_dir
-from mr2ct.core.cli import hydra_entry
+from mr2ct.core.cli import hydra_entry, refuse_user_errors
 from mr2ct.core.config import RUNTIME_FIELDS, InferenceConfig, PreprocessConfig, SegmenterConfig
 from mr2ct.core.io import Volume
 from mr2ct.core.runinfo import run_metadata, write_json
@@ -359,7 +359,8 @@ def _plain(node: Any) -> Any:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="translate")
 def main(cfg: DictConfig) -> None:
-    log = translate(cfg)
+    with refuse_user_errors():
+        log = translate(cfg)
     if log["summary"]["failed"]:
         sys.exit(1)
 
