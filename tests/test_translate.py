@@ -15,6 +15,7 @@ import pytest
 import SimpleITK as sitk
 
 from mr2ct.core.io import Volume, load_nifti, to_sitk
+from mr2ct.core.labels import vertebra_mask
 from mr2ct.core.values import ct_to_model
 from mr2ct.metrics.dice import dice
 from mr2ct.pipeline.run import run_task
@@ -269,5 +270,6 @@ def test_default_segmenter_on_the_oracle_ct_through_the_same_path_matches_ground
     subregions = assert_on_header(tmp_path / "oracle_subreg.nii.gz", reference)
     truth = np.asanyarray(nib.load(str(subject / "mr_seg.nii.gz")).dataobj)
     truth_subregions = np.asanyarray(nib.load(str(subject / "mr_subreg.nii.gz")).dataobj)
-    assert dice(labels > 0, truth > 0) > 0.85
-    assert dice(subregions == 50, truth_subregions == 50) > 0.85
+    # Scored over the vertebrae, as the suite's Dice is: the phantom labels the sacrum too, the segmenter does not.
+    assert dice(vertebra_mask(labels), vertebra_mask(truth)) > 0.85
+    assert dice((subregions == 50) & vertebra_mask(labels), (truth_subregions == 50) & vertebra_mask(truth)) > 0.85
