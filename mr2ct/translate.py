@@ -82,8 +82,9 @@ from mr2ct.pipeline.kept import kept_dir
 from mr2ct.segment import Segmentation, Segmenter, build_segmenter
 
 
-
 class Device(Enum):
+    """Where the networks run; an enum so ``device=gpu`` is refused at start with the valid choices."""
+
     auto = "auto"
     cpu = "cpu"
     cuda = "cuda"
@@ -169,12 +170,12 @@ def remove_stale_temp(folder: Path, name: str) -> None:
 
 
 def move_in_atomically(name: str, folder: Path, write, finish) -> list[Path]:
-    """Run ``write(temp_folder) -> paths`` in a hidden temp folder inside ``folder``, move the files in, then
-    ``finish(final_paths) -> path`` (the sidecar) in the same way, last.
+    """Run ``write(temp_folder) -> paths`` in a hidden temp folder inside ``folder`` and
+    ``finish(temp_folder, final_paths) -> path`` (the sidecar) there, then move the files in, the sidecar last.
 
     A failure or crash while writing leaves no output of this file (at most a hidden ``.tmp-*`` folder after
-    a hard kill, removed by the next run); each move is an atomic rename within one file system, and without
-    the sidecar a partly moved set counts as not done.
+    a hard kill, removed by the next run); each move is an atomic rename within one file system. A previous
+    sidecar goes first, so a set cut short while moving in counts as not done, whatever settings come next.
     """
     folder.mkdir(parents=True, exist_ok=True)
     remove_stale_temp(folder, name)
@@ -183,6 +184,7 @@ def move_in_atomically(name: str, folder: Path, write, finish) -> list[Path]:
         written = write(temp)
         final = [folder / path.name for path in written]
         record = finish(temp, final)
+        (folder / record.name).unlink(missing_ok=True)
         for path, target in zip(written, final):
             os.replace(path, target)
         os.replace(record, folder / record.name)

@@ -213,6 +213,39 @@ def test_changed_settings_checkpoint_or_input_translate_again(tiny_run, small_mr
     assert nib.load(str(output / "mr_sct.nii.gz")).shape == nib.load(str(source)).shape
 
 
+def test_a_set_cut_short_while_moving_in_is_not_done_for_any_settings(tmp_path, monkeypatch):
+    """Re-translation (other settings) killed between two renames: the old sidecar must not vouch for the mix."""
+    import mr2ct.translate as entry
+
+    (tmp_path / "mr_sct.nii.gz").write_text("old")
+    (tmp_path / "mr_seg.nii.gz").write_text("old")
+    (tmp_path / "mr_translate.json").write_text('{"fingerprint": "old settings"}')
+
+    def write(temp: Path) -> list[Path]:
+        for name in ("mr_sct.nii.gz", "mr_seg.nii.gz"):
+            (temp / name).write_text("new")
+        return [temp / "mr_sct.nii.gz", temp / "mr_seg.nii.gz"]
+
+    def finish(temp: Path, final: list[Path]) -> Path:
+        (temp / "mr_translate.json").write_text('{"fingerprint": "new settings"}')
+        return temp / "mr_translate.json"
+
+    renames, replace = [], entry.os.replace
+
+    def replace_then_die(source, target):
+        if renames:
+            raise KeyboardInterrupt  # the job is killed after the first rename
+        renames.append(target)
+        replace(source, target)
+
+    monkeypatch.setattr(entry.os, "replace", replace_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        entry.move_in_atomically("mr", tmp_path, write, finish)
+    assert (tmp_path / "mr_sct.nii.gz").read_text() == "new" and (tmp_path / "mr_seg.nii.gz").read_text() == "old"
+    assert not (tmp_path / "mr_translate.json").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
 # --------------------------------------------------------------------------------------------- shards
 def test_shards_partition_the_inputs(tiny_run, small_mr, tmp_path):
     names = [f"sub-{k:03d}/mr" for k in range(40)]
