@@ -101,6 +101,8 @@ def main(cfg: DictConfig) -> None:
         report = run_tables(cfg)
     print(f"mr2ct tables: {len(report.tables)} tables, {len(report.figures)} figures, "
           f"{len(report.not_included)} runs not included")
+    for line in report.figures_not_made:
+        print(f"  figure not made: {line}")
     print(f"  report: {Path(cfg.out_dir).resolve() / 'index.html'}")
 
 

@@ -84,3 +84,34 @@ def test_copied_run_translates_and_evaluates_from_elsewhere_with_an_empty_cache(
 
     assert not empty_cache.exists() or not any(empty_cache.iterdir())  # no phantom, no preparation, no segmenter
     assert sorted(p.name for p in workdir.iterdir()) == ["evaluation", "sct"]
+
+
+def test_report_of_a_copied_run_from_elsewhere_has_its_figures_and_names_any_it_cannot_make(tiny_run: Path, tmp_path: Path):
+    """The figures come from the test data the run keeps, not from the cache path it recorded (which a copy on
+    another machine, or a run made when that path was relative, does not have); a figure that cannot be made
+    is named with what it lacked."""
+    copy = tmp_path / "other_machine" / "run"
+    shutil.copytree(tiny_run, copy)
+    results = json.loads((copy / "results.json").read_text())
+    results["prepared_dataset"] = str(tmp_path / "gone" / Path(results["prepared_dataset"]).name)
+    (copy / "results.json").write_text(json.dumps(results))
+    workdir = tmp_path / "workdir"
+    workdir.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def tables(out: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "mr2ct.tables", f"runs={copy}", f"out_dir={out}", "figure_subjects=1"]
+        return subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
+
+    completed = tables("report")
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    figures = sorted(p.name for p in (workdir / "report" / "figures").glob("*.png"))
+    assert figures == ["segmentation_phantom_t1w.png", "translation_phantom_t1w.png"], completed.stdout
+    assert "figure not made" not in completed.stdout
+
+    shutil.rmtree(copy / "kept" / "test_data")
+    completed = tables("report_without_test_data")
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert not (workdir / "report_without_test_data" / "figures").exists()
+    assert "figure not made: translation_phantom_t1w.png: test data not found" in completed.stdout
+    assert str(copy / "kept" / "test_data") in completed.stdout

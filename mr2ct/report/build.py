@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from mr2ct.report.figures import method_grid, registration_figure
+from mr2ct.report.figures import method_grid, registration_figure, test_data_folders
 from mr2ct.report.render import (
     not_included_markdown,
     pvalues_csv,
@@ -27,6 +27,7 @@ class Report:
     not_included: list[RunRecord]
     files: list[Path] = field(default_factory=list)
     figures: list[Path] = field(default_factory=list)
+    figures_not_made: list[str] = field(default_factory=list)  # one line per figure that could not be made: why
     index: Path | None = None
 
 
@@ -40,16 +41,30 @@ def representative_runs(table: Table, train_data: str) -> list[tuple[str, RunRec
     return chosen
 
 
-def build_figures(tables: dict[str, Table], complete: list[RunRecord], figure_dir: Path, max_subjects: int) -> list[Path]:
+def build_figures(
+    tables: dict[str, Table], complete: list[RunRecord], figure_dir: Path, max_subjects: int
+) -> tuple[list[Path], list[str]]:
     """Fig. 5-like translation grids and segmentation overlays (Table 1's rows), Fig. 4-like registration
-    comparisons (one run per registration mode), one of each per training data set."""
-    figures: list[Path | None] = []
+    comparisons (one run per registration mode), one of each per training data set; and for each figure that
+    could not be made, a line saying which data it lacked (a report never loses figures silently)."""
+    figures: list[Path] = []
+    not_made: list[str] = []
+
+    def add(figure: Path | None, path: Path, needs: str, folders: Sequence[Path]) -> None:
+        if figure is not None:
+            figures.append(figure)
+        else:
+            looked = ", ".join(sorted({str(folder) for folder in folders})) or "none recorded"
+            not_made.append(f"{path.name}: {needs} not found (looked in {looked})")
+
     main = tables["table1_image_quality"]
     for group in main.groups:
         methods = representative_runs(main, group.train_data)
-        if methods:
-            figures.append(method_grid(methods, group.train_data, figure_dir / f"translation_{group.train_data}.png", max_subjects, False))
-            figures.append(method_grid(methods, group.train_data, figure_dir / f"segmentation_{group.train_data}.png", max_subjects, True))
+        folders = [folder for _, run in methods for folder in test_data_folders(run)]
+        for kind, segmentation in (("translation", False), ("segmentation", True)):
+            path = figure_dir / f"{kind}_{group.train_data}.png"
+            if methods:
+                add(method_grid(methods, group.train_data, path, max_subjects, segmentation), path, "test data", folders)
     trained = [r for r in complete if r.job_type == "train"]
     for data in sorted({r.summary.get("data") for r in trained}, key=str):
         by_mode: dict[str, RunRecord] = {}
@@ -57,8 +72,10 @@ def build_figures(tables: dict[str, Table], complete: list[RunRecord], figure_di
             if run.summary.get("data") == data and run.prepared_dataset:
                 by_mode.setdefault(run.summary.get("registration"), run)
         if len(by_mode) > 1:
-            figures.append(registration_figure(by_mode, data, figure_dir / f"registration_{data}.png"))
-    return [f for f in figures if f is not None]
+            path = figure_dir / f"registration_{data}.png"
+            add(registration_figure(by_mode, data, path), path, "prepared training data (only the cache holds it)",
+                [Path(run.prepared_dataset) / "train" for run in by_mode.values()])
+    return figures, not_made
 
 
 def build_report(
@@ -90,7 +107,7 @@ def build_report(
         ]
     report.files.append(write_text(not_included_markdown(not_included), out_dir / "runs_not_included.md"))
     if figures:
-        report.figures = build_figures(tables, complete, out_dir / "figures", figure_subjects)
+        report.figures, report.figures_not_made = build_figures(tables, complete, out_dir / "figures", figure_subjects)
     title = "mr2ct report"
     report.index = write_text(to_html(title, sources, list(selected.values()), not_included, report.figures, out_dir), out_dir / "index.html")
     return report

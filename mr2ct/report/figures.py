@@ -4,6 +4,9 @@ segmentation overlays on the MR.
 Everything is shown on the subject's native MR grid (RAS+), at the spine's mid-sagittal slice: the
 synthetic CT and its labels are already written there; the reference CT and labels are resampled from the
 prepared grid. The registration figure stays on the prepared grid, where the registered CT was stored.
+The test records come from the copy a training run keeps in its dir (``kept/test_data``), so figures build
+from any working directory and from a run dir copied without its cache; the registration figure needs the
+prepared training data, which only the cache holds.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import numpy as np  # noqa: E402
 
 from mr2ct.core.io import load_nifti  # noqa: E402
 from mr2ct.core.values import ct_to_model  # noqa: E402
+from mr2ct.pipeline.kept import TEST_DATA, kept_dir  # noqa: E402
 from mr2ct.report.runs import RunRecord  # noqa: E402
 from mr2ct.report.tables import REGISTRATION_LABELS, REGISTRATION_ORDER  # noqa: E402
 from mr2ct.scoring.figures import sagittal_view, spine_centre_slice  # noqa: E402
@@ -38,11 +42,25 @@ class NativeSubject:
         self.index = spine_centre_slice(self.seg)
 
 
-def test_records(run: RunRecord, dataset: str) -> list[Path]:
-    """The prepared test records of the training data's own test split, from the run's prepared dataset."""
-    if not run.prepared_dataset or dataset != run.summary.get("data"):
+def test_data_folders(run: RunRecord) -> list[Path]:
+    """Where the test records of a run's own training data may be: the copy kept in its run dir (keyed like
+    the prepared entry it came from), then the prepared entry in the cache it recorded."""
+    if not run.prepared_dataset:
         return []
-    return sorted((Path(run.prepared_dataset) / "test").glob("*.npz"))
+    prepared = Path(run.prepared_dataset)
+    kept = [kept_dir(run.run_dir) / TEST_DATA / prepared.name] if run.run_dir is not None else []
+    return [*kept, prepared]
+
+
+def test_records(run: RunRecord, dataset: str) -> list[Path]:
+    """The prepared test records of the training data's own test split (see :func:`test_data_folders`)."""
+    if dataset != run.summary.get("data"):
+        return []
+    for folder in test_data_folders(run):
+        records = sorted((folder / "test").glob("*.npz"))
+        if records:
+            return records
+    return []
 
 
 def load_prediction(run: RunRecord, dataset: str, subject: str, suffix: str) -> np.ndarray | None:
