@@ -25,8 +25,11 @@ Cohort runs: ``shard=i/n`` takes a disjoint, deterministic share of the inputs (
 ``shard=0/4,1/4,2/4,3/4`` or a SLURM array covers a cohort without two jobs touching one file);
 ``device=auto|cpu|cuda`` (auto takes a GPU when present; on a GPU the networks run in bfloat16 autocast).
 DICOM inputs get NIfTI outputs whose affine is the DICOM geometry. Every file's outputs are written into a
-hidden temp folder and moved in at the end, so a crash never leaves half a set. A file that fails (unreadable,
-not 3D, NaN/Inf, blank) is reported and the others go on; the command exits non-zero if any failed and lists
+hidden temp folder and moved in at the end, so a crash never leaves half a set. An input that is not a
+sagittal grey-scale volume (axial or coronal slices, a single slice, colour, an undecodable compressed
+DICOM, a truncated file; :mod:`mr2ct.inference.acquisition`) is found from its header in seconds. A file
+that fails (those, unreadable, NaN/Inf, blank) is reported and the others go on; a run of a single input
+refuses it in one line before anything is loaded or written; the command exits non-zero if any failed and lists
 them. ``output/translate_log.jsonl`` gets one line per file as the run goes (status, error, seconds,
 outputs); ``output/translate_log.json`` the checkpoint, settings, run metadata and summary at the end (with
 ``shard=i/n``, n > 1: ``translate_log.shard-i-of-n.*``, one pair per shard).
@@ -277,12 +280,22 @@ def decisive_segmenter_settings(segmenter_cfg: Any) -> dict[str, Any]:
     return {k: v for k, v in _plain(segmenter_cfg).items() if k not in RUNTIME_FIELDS}
 
 
+def refuse_unsuitable(item: InputItem) -> None:
+    """A run of one input refuses it in one line naming the file, before the model loads or anything is
+    written, when it cannot be translated (not a sagittal grey-scale volume, truncated, blank); a cohort
+    run instead logs such a file as failed and goes on. Reads the file once more than needed, for one file."""
+    try:
+        read_input(item)
+    except ValueError as error:
+        raise ValueError(f"input={item.source}: {error}") from error
+
+
 def translate(cfg: DictConfig) -> dict[str, Any]:
     """Translate this shard's inputs of ``cfg`` into ``cfg.output``, skipping those already done; return the
     run's log (also written as translate_log.json; translate_log.jsonl gets a line per file as it goes).
 
-    Checkpoint, device, shard, output and input are checked before any work; a failing file is recorded
-    and the others go on.
+    Checkpoint, device, shard, output and input are checked before any work (a single input is read and
+    checked too); with several inputs a failing file is recorded and the others go on.
     """
     run_dir, checkpoint = locate_checkpoint(cfg.ckpt)
     device = resolve_device(cfg.device.value)
@@ -291,6 +304,8 @@ def translate(cfg: DictConfig) -> dict[str, Any]:
         raise NotADirectoryError(f"output={cfg.output}: exists and is not a folder")
     found = discover_inputs(cfg.input, skip=output)
     items = in_shard(found, cfg.shard)
+    if len(found) == 1:
+        refuse_unsuitable(found[0])
     output.mkdir(parents=True, exist_ok=True)
 
     trained = trained_config(run_dir)

@@ -142,6 +142,8 @@ def test_folder_with_corrupt_files_translates_the_rest_and_reports_them(tiny_run
     nib.save(nib.Nifti1Image(nan, mr.affine), str(inputs / "nan.nii"))
     nib.save(nib.Nifti1Image(np.zeros(mr.shape, np.float32), mr.affine), str(inputs / "blank.nii.gz"))
     nib.save(nib.Nifti1Image(np.ones((4, 4, 4, 2), np.float32), mr.affine), str(inputs / "four_d.nii.gz"))
+    nib.save(mr.slicer[:1], str(inputs / "one_slice.nii.gz"))
+    nib.save(nib.Nifti1Image(np.asanyarray(mr.dataobj), np.diag([0.8, 0.8, 5.0, 1.0])), str(inputs / "axial.nii.gz"))
     output = tmp_path / "out"
     command = [sys.executable, "-m", "mr2ct.translate", f"ckpt={tiny_run}", f"input={inputs}", f"output={output}",
                "inference.t=2", "segment=false", "progress=false"]
@@ -150,13 +152,28 @@ def test_folder_with_corrupt_files_translates_the_rest_and_reports_them(tiny_run
     log = json.loads((output / "translate_log.json").read_text())
     status = {record["input"]: record for record in log["files"]}
     assert {name: r["status"] for name, r in status.items()} == {
-        "blank": "failed", "four_d": "failed", "good": "ok", "nan": "failed", "truncated": "failed"}
+        "axial": "failed", "blank": "failed", "four_d": "failed", "good": "ok", "nan": "failed", "one_slice": "failed",
+        "truncated": "failed"}
     assert "NaN" in status["nan"]["error"] and "blank" in status["blank"]["error"]
-    assert "3D" in status["four_d"]["error"]
+    assert "3D" in status["four_d"]["error"] and "truncated" in status["truncated"]["error"]
+    assert "an axial acquisition (5.0 mm slices" in status["axial"]["error"]
+    assert "a single 2D slice" in status["one_slice"]["error"]
     assert sorted(p.name for p in output.iterdir()) == [
         "good_sct.nii.gz", "good_translate.json", "translate_log.json", "translate_log.jsonl"]
-    assert "FAILED  truncated" in completed.stdout and "1 translated, 0 already done, 4 failed" in completed.stdout
+    assert "FAILED  truncated" in completed.stdout and "1 translated, 0 already done, 6 failed" in completed.stdout
     assert_on_header(output / "good_sct.nii.gz", mr)
+
+
+def test_a_single_unsuitable_input_is_refused_in_one_line_before_anything_is_written(tiny_run, small_mr, tmp_path):
+    axial = tmp_path / "axial.nii.gz"
+    nib.save(nib.Nifti1Image(np.asanyarray(nib.load(str(small_mr)).dataobj), np.diag([0.8, 0.8, 5.0, 1.0])), str(axial))
+    command = [sys.executable, "-m", "mr2ct.translate", f"ckpt={tiny_run}", f"input={axial}",
+               f"output={tmp_path / 'out'}", "progress=false"]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 1 and "Traceback" not in completed.stderr, completed.stderr[-2000:]
+    errors = [line for line in completed.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: input={axial}: an axial acquisition"), completed.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_bad_ckpt_or_input_fails_before_any_work(tiny_run, tmp_path):

@@ -31,7 +31,14 @@ import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
-from mr2ct.core.io import Volume, canonical_volume, from_sitk, load_nifti
+from mr2ct.core.io import Volume, canonical_volume, from_sitk
+from mr2ct.inference.acquisition import (
+    UnsuitableInput,
+    check_dicom_file,
+    check_geometry,
+    nifti_voxels,
+    open_nifti,
+)
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 LIST_SUFFIXES = (".txt", ".lst", ".list")
@@ -224,10 +231,12 @@ def read_dicom(item: InputItem) -> nib.Nifti1Image:
     """A DICOM series as an in-memory NIfTI image whose affine is the series' geometry (RAS)."""
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames([str(p) for p in item.source_files()])
-    image = reader.Execute()
-    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
-        raise ValueError(f"expected a 3D scalar series, got {image.GetDimension()}D with "
-                         f"{image.GetNumberOfComponentsPerPixel()} components")
+    try:
+        image = reader.Execute()
+    except RuntimeError as error:
+        raise UnsuitableInput(f"unreadable DICOM series ({' '.join(str(error).split())[-200:]})") from error
+    if image.GetDimension() != 3:
+        raise UnsuitableInput(f"a {image.GetDimension()}D series (size {image.GetSize()}), not a volume")
     volume = from_sitk(image)
     nifti = nib.Nifti1Image(volume.array, volume.affine)
     nifti.header.set_qform(volume.affine, code=1)
@@ -236,13 +245,18 @@ def read_dicom(item: InputItem) -> nib.Nifti1Image:
 
 
 def read_input(item: InputItem) -> tuple[Volume, nib.Nifti1Image]:
-    """(MR in RAS+ voxel order, the image whose header the outputs are written on), checked for use."""
+    """(MR in RAS+ voxel order, the image whose header the outputs are written on), checked for use: a file
+    that is not a sagittal grey-scale volume (see :mod:`mr2ct.inference.acquisition`) is refused from its
+    header before its voxels are read."""
     if item.source.is_dir() and item.series_id is None:
         raise ValueError("a folder without a DICOM series")
     if item.series_id is None:
-        mr, reference = load_nifti(item.source)
+        reference = open_nifti(item.source)
+        mr = nifti_voxels(reference)
     else:
+        check_dicom_file(item.source_files()[0])
         reference = read_dicom(item)
+        check_geometry(reference.shape, reference.affine)
         mr = canonical_volume(reference)
     check_mr(mr.array)
     return mr, reference
