@@ -18,7 +18,7 @@ from mr2ct.registration import median_tre_mm, read_registration_report
 register_configs()
 
 
-@hydra.main(config_path="conf", config_name="config", version_base="1.3")
+@hydra.main(config_path="conf", config_name="prepare", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     dims = method_card(cfg.model.name).dims  # the data are prepared for the configured method's dims
     with refuse_user_errors():
@@ -31,4 +31,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    hydra_entry(main)
+    hydra_entry(main, config_name="prepare")

@@ -1,5 +1,5 @@
 """mr2ct.translate over a cohort: recursive discovery of subject-layout and BIDS trees with outputs mirroring
-them, resuming a killed run, re-translating when the checkpoint or settings change, shards, --help."""
+them, resuming a killed run, re-translating when the checkpoint or settings change, shards."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import torch
 
-from mr2ct.core.cli import CONF_DIR
 from mr2ct.inference.checkpoint import resolve_device
 from mr2ct.inference.inputs import discover_inputs, in_shard, parse_shard
 from mr2ct.pipeline.run import run_task
@@ -273,20 +272,6 @@ def test_shards_partition_the_inputs(tiny_run, small_mr, tmp_path):
 
 
 # --------------------------------------------------------------------------------------------- command line
-def test_help_shows_the_options_an_example_and_only_the_groups_translate_accepts():
-    shown = subprocess.run([sys.executable, "-m", "mr2ct.translate", "--help"], capture_output=True, text=True,
-                           timeout=120)
-    assert shown.returncode == 0, shown.stderr
-    text = shown.stdout
-    assert "python -m mr2ct.translate ckpt=" in text
-    for option in ("overwrite", "shard", "device", "segment", "iso", "input", "output"):
-        assert f"\n  {option} " in text, option
-    groups = text.split("Config groups (group=option):\n", 1)[1].split("\n\n", 1)[0].splitlines()
-    listed = {line.split(":")[0].strip(): line.split(":")[1].split("(")[0].strip() for line in groups}
-    assert listed == {group: ", ".join(sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")))
-                      for group in ("inference", "segmenter")}
-
-
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
 def test_device_cuda_without_a_gpu_is_refused_up_front():
     assert resolve_device("auto").type == "cpu"

@@ -25,6 +25,16 @@ from mr2ct.core.config import register_configs
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
+def config_groups_help(*groups: str) -> str:
+    """``group: option, ...`` lines of the config groups an entry point accepts, for its ``--help`` page
+    (``${mr2ct.config_groups:inference,segmenter}`` in its config): the options are the group's files."""
+    return "\n".join(f"  {group}: {', '.join(sorted(p.stem for p in (CONF_DIR / group).glob('*.yaml')))}"
+                     for group in groups)
+
+
+OmegaConf.register_new_resolver("mr2ct.config_groups", config_groups_help, replace=True)
+
+
 def unknown_key_messages(overrides: list[str], config_name: str = "config") -> list[str]:
     """For each ``key=value`` override whose key the composed config lacks, a line listing valid keys."""
     parsed = OverridesParser.create().parse_overrides(overrides)
