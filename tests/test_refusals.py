@@ -122,6 +122,7 @@ def test_bad_checkpoint_and_config_value_are_one_line(tmp_path: Path):
         ["mr2ct.evaluate", f"ckpt={tmp_path / 'missing'}", "logger=none", "hydra.run.dir=run"], tmp_path)
     assert "is not an mr2ct run dir" in _refusal(
         ["mr2ct.evaluate", f"ckpt={fake}", "logger=none", "hydra.run.dir=run"], tmp_path)
+    assert not (tmp_path / "run").exists()  # a refused run leaves no run dir behind
     assert "subjects" in _refusal(["mr2ct.phantom", "out_dir=p", "subjects=many"], tmp_path)
 
 

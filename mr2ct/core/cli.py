@@ -9,12 +9,14 @@ an entry point fails before its task starts, :func:`explain_unknown_keys` names 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
-from pathlib import Path
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Callable, Iterator
 
 from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
@@ -113,7 +115,20 @@ def refuse_user_errors() -> Iterator[None]:
     except USER_ERRORS as error:
         if wants_traceback():
             raise
+        discard_bare_run_dir()
         raise Refused(one_line(error)) from error
+
+
+def discard_bare_run_dir() -> None:
+    """Remove the job's run dir when it holds only what Hydra wrote at start (``.hydra/`` and the job log): a
+    refused run leaves nothing that looks like a run. A dir with anything else (a failed train's results.json,
+    a checkpoint) is a record and stays."""
+    if not HydraConfig.initialized():
+        return
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    hydra_files = {".hydra", f"{HydraConfig.get().job.name}.log"}
+    if run_dir.is_dir() and {entry.name for entry in run_dir.iterdir()} <= hydra_files:
+        shutil.rmtree(run_dir)
 
 
 def one_line(error: BaseException) -> str:
