@@ -7,13 +7,15 @@ from typing import Any
 
 import hydra
 import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import ModelCheckpoint
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from mr2ct.core.cli import hydra_entry, refuse_user_errors
 from mr2ct.core.config import register_configs
 from mr2ct.pipeline.kept import keep_for_inference
-from mr2ct.pipeline.run import RunLogger, resolved_config, run_task
+from mr2ct.pipeline.run import RunLogger, run_task
 from mr2ct.pipeline.stages import (
     build_method,
     log_summary,
@@ -24,6 +26,31 @@ from mr2ct.pipeline.stages import (
 
 register_configs()
 
+GPU_ACCELERATORS = ("gpu", "cuda")
+
+
+def uses_gpu(accelerator: str) -> bool:
+    return accelerator in GPU_ACCELERATORS or (accelerator == "auto" and torch.cuda.is_available())
+
+
+def trainer_settings(cfg: DictConfig) -> dict[str, Any]:
+    """The Lightning Trainer's keyword arguments; ``precision: auto`` (trainer=auto) becomes bf16-mixed where
+    the run trains on a GPU and 32-true on the CPU."""
+    settings = OmegaConf.to_container(cfg.trainer, resolve=True)
+    if settings["precision"] == "auto":
+        settings["precision"] = "bf16-mixed" if uses_gpu(settings["accelerator"]) else "32-true"
+    return settings
+
+
+def refuse_without_gpu(cfg: DictConfig) -> None:
+    """A GPU configuration (trainer=gpu/ddp, every paper-scale experiment) on a machine without CUDA stops at
+    start, not after its heavy preprocessing."""
+    if cfg.trainer.accelerator in GPU_ACCELERATORS and not torch.cuda.is_available():
+        experiment = HydraConfig.get().runtime.choices.get("experiment") if HydraConfig.initialized() else None
+        raise ValueError(
+            f"trainer.accelerator={cfg.trainer.accelerator}{f' (experiment={experiment})' if experiment else ''} "
+            "needs a CUDA GPU and this machine has none; run it on a GPU node, or add trainer=auto to try it on the CPU")
+
 
 def train(cfg: DictConfig, run_dir: Path, logger: RunLogger) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True)
@@ -33,7 +60,7 @@ def train(cfg: DictConfig, run_dir: Path, logger: RunLogger) -> dict[str, Any]:
     prepared, datamodule = prepared_data(cfg, method.card)
     checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="epoch{epoch:03d}", save_last=True, auto_insert_metric_name=False)
     trainer = L.Trainer(
-        **resolved_config(cfg)["trainer"],
+        **trainer_settings(cfg),
         logger=logger.lightning,
         callbacks=[checkpoints],
         default_root_dir=str(run_dir),
@@ -52,6 +79,7 @@ def train(cfg: DictConfig, run_dir: Path, logger: RunLogger) -> dict[str, Any]:
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     with refuse_user_errors():
+        refuse_without_gpu(cfg)
         return run_task(cfg, "train", train)
 
 

@@ -1,0 +1,40 @@
+"""Devices: trainer=auto takes a GPU when present (bf16) and the CPU otherwise; GPU configurations stop at start
+on a machine without one; DDP over 2 CPU processes (gloo) writes one run record."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mr2ct.train import trainer_settings
+from tests.conftest import compose_config
+
+
+def test_auto_is_the_default_and_picks_precision_by_device(monkeypatch):
+    cfg = compose_config([])
+    assert cfg.trainer.accelerator == "auto" and cfg.trainer.precision == "auto"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert trainer_settings(cfg)["precision"] == "32-true"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert trainer_settings(cfg)["precision"] == "bf16-mixed"
+    assert trainer_settings(compose_config(["trainer=cpu"]))["precision"] == "32-true"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without a GPU")
+def test_paper_experiment_without_gpu_stops_at_start_in_one_line(tmp_path: Path):
+    run_dir = tmp_path / "run"
+    completed = subprocess.run(
+        [sys.executable, "-m", "mr2ct.train", "experiment=paper_pix2pix", "logger=none", f"hydra.run.dir={run_dir}",
+         f"paths.cache_dir={tmp_path / 'cache'}"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path, env={**os.environ, "HYDRA_FULL_ERROR": "0"},
+    )
+    assert completed.returncode == 1
+    lines = completed.stderr.strip().splitlines()
+    assert lines == [lines[0]] and lines[0].startswith("error: trainer.accelerator=gpu")
+    assert "experiment=paper_pix2pix" in lines[0] and "trainer=auto" in lines[0]
+    assert not run_dir.exists() and not (tmp_path / "cache").exists()  # nothing prepared, no run dir left
