@@ -7,6 +7,7 @@ table traces back to the exact code and config that made it.
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
 import traceback
@@ -72,50 +73,104 @@ def is_multirun() -> bool:
         return False
 
 
-class RunLogger:
-    """The run's experiment logger (W&B, CSV or none) with one place that closes it."""
+def wandb_lightning_logger(run: Any, run_dir: Path) -> Any:
+    """Lightning's W&B logger on ``run`` that leaves the run config alone.
 
-    def __init__(self, cfg: DictConfig, run_dir: Path, job_type: str):
+    ``save_hyperparameters()`` makes Lightning log the module's ``model`` argument (a nested dict) as
+    hyperparameters, which would overwrite the flat ``model`` key (the method's name) that W&B groups and
+    filters by; the full resolved config is already in the run config under ``config``.
+    """
+    from lightning.pytorch.loggers import WandbLogger
+
+    class ConfigKeepingWandbLogger(WandbLogger):
+        def log_hyperparams(self, params: Any) -> None:
+            return None
+
+    return ConfigKeepingWandbLogger(experiment=run, save_dir=str(run_dir))
+
+
+def run_name(summary: dict[str, Any], card_reads: tuple[str, ...]) -> str:
+    """A W&B run name from the ablation keys: method, registration, data, the inference settings the
+    method's card reads, seed (``ddim_image two_point phantom_t1w t=20 eta=0 w=1 seed=0``)."""
+    settings = [f"{name}={summary[f'inference.{name}']}" for name in card_reads if name != "samples"]
+    return " ".join([str(summary["model"]), str(summary["registration"]), str(summary["data"]), *settings,
+                     f"seed={summary['seed']}"])
+
+
+def run_group(cfg: DictConfig, run_dir: Path) -> str:
+    """``logger.group``, else the experiment name plus the sweep's (or single run's) start time, so a
+    re-run sweep is a new group instead of adding to the old one."""
+    if cfg.logger.group:
+        return str(cfg.logger.group)
+    started = Path(HydraConfig.get().sweep.dir).name if is_multirun() else run_dir.name
+    return f"{cfg.experiment_name}-{started}"
+
+
+CURVES_DIR = "csv"
+LOSS_PLOT = "loss_curves.png"
+
+
+class RunLogger:
+    """The run's experiment loggers with one place that closes them.
+
+    W&B (``logger.kind=wandb``) when asked, and always a local CSV of the training curves
+    (``<run dir>/csv/metrics.csv``) with a loss plot (``loss_curves.png``) drawn from it at close, so the
+    curves are on disk whatever the logger.
+    """
+
+    def __init__(self, cfg: DictConfig, run_dir: Path, job_type: str, commit: str | None = None):
+        from lightning.pytorch.loggers import CSVLogger
+
         self.kind = cfg.logger.kind
+        if self.kind not in ("wandb", "csv", "none"):
+            raise ValueError(f"logger.kind={self.kind!r}; valid: wandb, csv, none")
+        self.run_dir = run_dir
         self.run = None
-        self.lightning: Any = False
+        self.curves = CSVLogger(save_dir=str(run_dir), name=CURVES_DIR, version="")
+        self.lightning: list[Any] = [self.curves]
         if self.kind == "wandb":
             import wandb
-            from lightning.pytorch.loggers import WandbLogger
 
             os.environ.setdefault("WANDB_SILENT", "true")
+            card = method_card(cfg.model.name)
+            summary = ablation_summary(cfg)
             self.run = wandb.init(
                 project=cfg.logger.project,
-                group=cfg.logger.group or cfg.experiment_name,
+                group=run_group(cfg, run_dir),
                 job_type=job_type,
-                name=run_dir.name,
-                tags=list(cfg.logger.tags),
+                name=run_name(summary, card.reads),
+                tags=[*cfg.logger.tags, *([f"commit:{commit[:12]}"] if commit else [])],
                 dir=str(run_dir),
                 mode=os.environ.get("WANDB_MODE", cfg.logger.mode),
-                config={**ablation_summary(cfg), "card": method_card(cfg.model.name).summary(),
-                        "config": resolved_config(cfg)},
+                config={**summary, "card": card.summary(), "config": resolved_config(cfg)},
                 reinit="finish_previous",
             )
-            self.lightning = WandbLogger(experiment=self.run, save_dir=str(run_dir))
-        elif self.kind == "csv":
-            from lightning.pytorch.loggers import CSVLogger
+            self.lightning.insert(0, wandb_lightning_logger(self.run, run_dir))
 
-            self.lightning = CSVLogger(save_dir=str(run_dir), name="csv", version="")
-        elif self.kind != "none":
-            raise ValueError(f"logger.kind={self.kind!r}; valid: wandb, csv, none")
+    @property
+    def callbacks(self) -> list[Any]:
+        """Callbacks the Trainer needs for these loggers: the learning rate of every optimiser, per step."""
+        from lightning.pytorch.callbacks import LearningRateMonitor
+
+        return [LearningRateMonitor(logging_interval="step")]
 
     def log_results(self, results: dict[str, Any], figures: dict[str, Path]) -> None:
         if self.run is None:
             return
         import wandb
 
+        def table(columns_to_values: dict[str, list]) -> Any:
+            columns = list(columns_to_values)
+            return wandb.Table(columns=columns, data=[list(row) for row in zip(*columns_to_values.values())])
+
         self.run.summary.update(flatten_aggregates(results))
         for dataset, block in results["datasets"].items():
             self.run.summary[f"{dataset}/other_contrast"] = block["other_contrast"]
-            per_slice = block["image_quality"]["per_slice"]
-            columns = list(per_slice)
-            rows = list(zip(*(per_slice[c] for c in columns)))
-            self.run.log({f"{dataset}/per_slice": wandb.Table(columns=columns, data=[list(r) for r in rows])})
+            tables = {f"{dataset}/per_slice": block["image_quality"]["per_slice"]}
+            for level in ("per_volume", "per_vertebra"):
+                if block.get("dice", {}).get(level):
+                    tables[f"{dataset}/dice_{level}"] = block["dice"][level]
+            self.run.log({key: table(values) for key, values in tables.items()})
         if "registration" in results:
             rows = results["registration"]["per_subject"]
             columns = list(rows[0]) if rows else []
@@ -124,9 +179,46 @@ class RunLogger:
         self.run.log({f"figures/{name}": wandb.Image(str(path)) for name, path in figures.items()})
 
     def close(self, exit_code: int) -> None:
+        plot = None
+        try:
+            self.curves.finalize("success" if exit_code == 0 else "failed")
+            plot = plot_loss_curves(Path(self.curves.log_dir) / "metrics.csv", self.run_dir / LOSS_PLOT)
+        except Exception:  # a plot that cannot be drawn must not hide the run's own outcome
+            log.exception("could not draw %s", self.run_dir / LOSS_PLOT)
         if self.run is not None:
+            if plot is not None:
+                import wandb
+
+                self.run.log({"curves/loss": wandb.Image(str(plot))})
             self.run.finish(exit_code=exit_code)
             self.run = None
+
+
+def plot_loss_curves(metrics_csv: Path, target: Path) -> Path | None:
+    """Every ``*loss*`` column of Lightning's metrics.csv against the step, in one PNG (None: no curves)."""
+    if not metrics_csv.is_file():
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with metrics_csv.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    losses = [c for c in (rows[0] if rows else {}) if "loss" in c]
+    if not losses or "step" not in rows[0]:
+        return None
+    figure, axis = plt.subplots(figsize=(7, 4))
+    for column in losses:
+        points = [(int(r["step"]), float(r[column])) for r in rows if r[column] not in ("", None)]
+        axis.plot([p[0] for p in points], [p[1] for p in points], label=column)
+    axis.set_xlabel("step")
+    axis.set_ylabel("loss")
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(target, dpi=100)
+    plt.close(figure)
+    return target
 
 
 def flatten_aggregates(results: dict[str, Any]) -> dict[str, float]:
@@ -162,7 +254,7 @@ def run_task(cfg: DictConfig, job_type: str, task: Callable[[DictConfig, Path, R
     logger: RunLogger | None = None
     exit_code = 1
     try:
-        logger = RunLogger(cfg, run_dir, job_type)
+        logger = RunLogger(cfg, run_dir, job_type, commit=meta["git"]["commit"])
         results = {"status": "complete", **record, **task(cfg, run_dir, logger)}
         write_json(results, run_dir / "results.json")
         exit_code = 0

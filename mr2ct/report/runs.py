@@ -13,7 +13,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import yaml
 
@@ -116,8 +116,10 @@ def datasets_from_wandb_summary(summary: dict[str, Any], read_table: Any) -> dic
     """Rebuild results.json's per-dataset blocks from a W&B summary as mr2ct.pipeline.run flattens it.
 
     ``{ds}/{metric}`` -> image quality, ``{ds}/dice_{x}`` -> Dice, ``{ds}/{section}/{x}`` -> that section;
-    ``{ds}/per_slice`` (a logged table) -> the per-slice values, read through ``read_table(entry)``.
-    W&B holds no per-volume Dice, so Dice p-values are not available from this source.
+    ``{ds}/per_slice``, ``{ds}/dice_per_volume`` and ``{ds}/dice_per_vertebra`` (logged tables) -> the
+    per-slice and per-volume values behind the p-values, read through ``read_table(entry)``. The public API
+    gives nested summary values as ``SummarySubDict`` (a mapping that is not a ``dict``), so a table entry is
+    recognised as any mapping.
     """
     datasets: dict[str, Any] = {}
     for key, value in summary.items():
@@ -125,20 +127,44 @@ def datasets_from_wandb_summary(summary: dict[str, Any], read_table: Any) -> dic
         if len(parts) < 2:
             continue
         block = datasets.setdefault(parts[0], {"image_quality": {"aggregates": {}}})
-        if len(parts) == 2 and parts[1] in IMAGE_METRICS:
+        if len(parts) == 2 and is_mapping(value):
+            columns = _table_columns(read_table(dict(value.items())))
+            if columns is None:
+                continue
+            if parts[1] == "per_slice":
+                block["image_quality"]["per_slice"] = columns
+            elif parts[1] in ("dice_per_volume", "dice_per_vertebra"):
+                block.setdefault("dice", {"aggregates": {}})[parts[1].removeprefix("dice_")] = columns
+        elif len(parts) == 2 and parts[1] in IMAGE_METRICS:
             block["image_quality"]["aggregates"][parts[1]] = value
         elif len(parts) == 2 and parts[1].startswith("dice_"):
             block.setdefault("dice", {"aggregates": {}})["aggregates"][parts[1].removeprefix("dice_")] = value
         elif len(parts) == 2 and parts[1] == "other_contrast":
             block["other_contrast"] = bool(value)
-        elif len(parts) == 2 and parts[1] == "per_slice" and isinstance(value, dict):
-            table = read_table(value)
-            if table is not None:
-                columns, rows = table["columns"], table["data"]
-                block["image_quality"]["per_slice"] = {c: [row[i] for row in rows] for i, c in enumerate(columns)}
         elif len(parts) == 3:
             block.setdefault(parts[1], {"aggregates": {}})["aggregates"][parts[2]] = value
     return {name: block for name, block in datasets.items() if block["image_quality"]["aggregates"] or "dice" in block}
+
+
+def is_mapping(value: Any) -> bool:
+    """A dict, or the public API's ``SummarySubDict`` (which has ``items`` but is not a ``Mapping``)."""
+    return isinstance(value, Mapping) or (hasattr(value, "items") and hasattr(value, "keys") and not isinstance(value, str))
+
+
+def _table_columns(table: dict[str, Any] | None) -> dict[str, list] | None:
+    if table is None:
+        return None
+    columns, rows = table["columns"], table["data"]
+    return {c: [row[i] for row in rows] for i, c in enumerate(columns)}
+
+
+def summary_from_wandb_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The ablation summary from a W&B run config; runs logged before the ``model`` key was protected hold
+    Lightning's hyperparameter dict there, whose ``name`` is the method."""
+    summary = {key: config.get(key) for key in ("model", *ABLATION_AXES)}
+    if is_mapping(summary["model"]):
+        summary["model"] = summary["model"].get("name")
+    return summary
 
 
 def wandb_table_reader(run: Any) -> Any:
@@ -159,7 +185,7 @@ def collect_wandb(api: Any, project: str, group: str | None, entity: str | None 
     records = []
     for run in api.runs(path, filters=filters):
         config = dict(run.config)
-        summary = {key: config.get(key) for key in ("model", *ABLATION_AXES)}
+        summary = summary_from_wandb_config(config)
         card = config.get("card") or {}
         local = (config.get("config") or {}).get("paths", {}).get("output_dir")
         run_dir = Path(local) if local and Path(local).is_dir() else None
