@@ -38,3 +38,27 @@ def test_paper_experiment_without_gpu_stops_at_start_in_one_line(tmp_path: Path)
     assert lines == [lines[0]] and lines[0].startswith("error: trainer.accelerator=gpu")
     assert "experiment=paper_pix2pix" in lines[0] and "trainer=auto" in lines[0]
     assert not run_dir.exists() and not (tmp_path / "cache").exists()  # nothing prepared, no run dir left
+
+
+@pytest.mark.parametrize("model", ["ddim_image", "syndiff"])
+def test_ema_copy_holds_no_trainable_parameters(model: str):
+    from mr2ct.pipeline.stages import build_method
+
+    method = build_method(compose_config([f"model={model}"]))
+    assert all(not p.requires_grad for p in method.ema.parameters())
+    trained = {id(p) for group in _optimisers(method) for g in group.param_groups for p in g["params"]}
+    assert trained and trained.isdisjoint(id(p) for p in method.ema.parameters())
+    before = [p.clone() for p in method.ema.parameters()]
+    source = method.net if model == "ddim_image" else method.diffusive["ct"]
+    with torch.no_grad():
+        for p in source.parameters():
+            p.add_(1.0)
+    method.ema.update_parameters(source)  # still an average of the trained network
+    assert any(not torch.equal(a, b) for a, b in zip(before, method.ema.parameters()))
+
+
+def _optimisers(method) -> list[torch.optim.Optimizer]:
+    method.trainer = type("StubTrainer", (), {"max_epochs": 1})()
+    configured = method.configure_optimizers()
+    optimisers = configured[0] if isinstance(configured, tuple) else configured
+    return optimisers if isinstance(optimisers, list) else [optimisers]

@@ -53,6 +53,12 @@ def ema_with_warmup(decay: float):
     return update
 
 
+def frozen_ema(net: torch.nn.Module, decay: float) -> AveragedModel:
+    """An EMA copy of ``net`` whose weights train nothing (requires_grad False): no optimiser sees them and DDP
+    neither reduces gradients for them nor rejects them as parameters without gradients."""
+    return AveragedModel(net, avg_fn=ema_with_warmup(decay), use_buffers=True).requires_grad_(False)
+
+
 class ConditionalDiffusion(TranslationModule):
     """The shared machinery; a subclass fixes what the network predicts (``prediction``) and its card."""
 
@@ -62,7 +68,7 @@ class ConditionalDiffusion(TranslationModule):
     def __init__(self, model: dict[str, Any]):
         super().__init__(model)
         self.net = self.settings.net.build(in_channels=1 + self.condition_channels, out_channels=1, dims=self.card.dims)
-        self.ema = AveragedModel(self.net, avg_fn=ema_with_warmup(self.settings.extra.ema_decay), use_buffers=True)
+        self.ema = frozen_ema(self.net, self.settings.extra.ema_decay)
         self.schedule = NoiseSchedule.cosine(self.settings.extra.timesteps)
 
     def denoise(self, net: torch.nn.Module, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:

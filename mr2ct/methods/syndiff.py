@@ -24,14 +24,13 @@ import torch
 import torch.nn.functional as F
 from monai.networks.nets import PatchDiscriminator
 from torch import Tensor, nn
-from torch.optim.swa_utils import AveragedModel
 
 from mr2ct.core.config import InferenceConfig
 from mr2ct.core.values import BACKGROUND
 from mr2ct.diffusion.large_steps import LargeStepSchedule, sample_large_steps
 from mr2ct.methods.base import TranslationModule
 from mr2ct.methods.card import MethodCard
-from mr2ct.methods.diffusion import ema_with_warmup
+from mr2ct.methods.diffusion import frozen_ema
 from mr2ct.methods.pix2pix import PatchGANSettings
 from mr2ct.nets.resnet import ResnetSettings
 from mr2ct.nets.syndiff import DiffusiveGenerator, TimeConditionedDiscriminator
@@ -143,7 +142,7 @@ class SynDiff(TranslationModule):
             d: PatchDiscriminator(spatial_dims=2, in_channels=1, norm="INSTANCE", channels=cycle.critic.channels,
                                   num_layers_d=cycle.critic.num_layers_d)
             for d in DOMAINS})
-        self.ema = AveragedModel(self.diffusive["ct"], avg_fn=ema_with_warmup(extra.ema_decay), use_buffers=True)
+        self.ema = frozen_ema(self.diffusive["ct"], extra.ema_decay)
         self.schedule = LargeStepSchedule.vp(extra.steps, extra.beta_min, extra.beta_max)
 
     def translate(self, mr: Tensor, inference: InferenceConfig, generator: torch.Generator | None = None) -> Tensor:
