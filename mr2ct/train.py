@@ -62,7 +62,7 @@ def train(cfg: DictConfig, run_dir: Path, logger: RunLogger) -> dict[str, Any]:
     trainer = L.Trainer(
         **trainer_settings(cfg),
         logger=logger.lightning,
-        callbacks=[checkpoints],
+        callbacks=[checkpoints, *logger.callbacks],
         default_root_dir=str(run_dir),
     )
     trainer.fit(method, datamodule=datamodule, ckpt_path=cfg.ckpt_path)

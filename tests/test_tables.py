@@ -20,18 +20,22 @@ from mr2ct.evaluate import evaluate_checkpoint, evaluation_config
 from mr2ct.inference.checkpoint import locate_checkpoint
 from mr2ct.methods.registry import METHODS, method_card
 from mr2ct.metrics.stats import paired_ttest
-from mr2ct.pipeline.run import flatten_aggregates, run_task
-from mr2ct.report.runs import collect_local
+from mr2ct.pipeline.run import run_task
+from mr2ct.report.runs import collect_local, collect_wandb
 from mr2ct.tables import run_tables
 from mr2ct.train import train
 from tests.conftest import TINY, TINY_DDIM, compose_config
+from tests.wandb_offline import OfflineApi
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = REPO_ROOT / "multirun_sweeps"
 
 
+WANDB_GROUP = "tables_test"
+
+
 def tiny_train(root: Path, cache_dir: Path, name: str, *overrides: str, base: list[str] = TINY) -> Path:
-    cfg = compose_config([*base, "logger=none", f"paths.cache_dir={cache_dir}", f"paths.output_dir={root / name}", *overrides])
+    cfg = compose_config([*base, "logger=wandb", f"logger.group={WANDB_GROUP}", f"paths.cache_dir={cache_dir}", f"paths.output_dir={root / name}", *overrides])
     run_task(cfg, "train", train)
     return root / name
 
@@ -39,15 +43,22 @@ def tiny_train(root: Path, cache_dir: Path, name: str, *overrides: str, base: li
 @pytest.fixture(scope="module")
 def runs_root(tmp_path_factory, cache_dir) -> Path:
     """Two seeds of pix2pix (two_point), pix2pix with one landmark, ddim_image (also scored on the T2w-like
-    external sets, asked for), an evaluate run of it with t=3, and a run that fails on purpose."""
-    root = tmp_path_factory.mktemp("sweep")
+    external sets, asked for), an evaluate run of it with t=3, and a run that fails on purpose; each also
+    an offline W&B run in its run dir."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("WANDB_MODE", "offline")
+        return make_runs(tmp_path_factory.mktemp("sweep"), cache_dir)
+
+
+def make_runs(root: Path, cache_dir: Path) -> Path:
     tiny_train(root, cache_dir, "p2p_seed0")
     tiny_train(root, cache_dir, "p2p_seed1", "seed=1")
     tiny_train(root, cache_dir, "p2p_one", "registration=one_point")
     ddim = tiny_train(root, cache_dir, "ddim", "data.score_other_contrasts=true", base=TINY_DDIM)
     with pytest.raises(RuntimeError, match="fail_on_purpose"):
         tiny_train(root, cache_dir, "failed", "fail_on_purpose=true")
-    cfg = compose_config([f"ckpt={ddim}", "logger=none", f"paths.output_dir={root / 'eval_t3'}", "inference.t=3"],
+    cfg = compose_config([f"ckpt={ddim}", "logger=wandb", f"logger.group={WANDB_GROUP}",
+                          f"paths.output_dir={root / 'eval_t3'}", "inference.t=3"],
                          config_name="evaluate")
     train_run, checkpoint = locate_checkpoint(cfg.ckpt)
     merged = evaluation_config(cfg, train_run)
@@ -211,81 +222,52 @@ def test_unknown_table_and_missing_runs_are_clear_errors(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- W&B source
-class FakeFile:
-    def __init__(self, payload: dict, path: str):
-        self.payload, self.path = payload, path
-
-    def download(self, root: str, replace: bool = False):
-        target = Path(root) / self.path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(json.dumps(self.payload))
-        return target
-
-
-class FakeRun:
-    """What mr2ct reads of a wandb.apis.public.Run: config, summary (with a per-slice table file), state."""
-
-    def __init__(self, record: dict, state: str, run_id: str):
-        self.id, self.path, self.state, self.job_type = run_id, ["me", "mr2ct", run_id], state, record["job_type"]
-        self.config = {**record["summary"], "card": record["card"], "config": record["config"]}
-        self.summary = {}
-        self.files = {}
-        if state == "finished":
-            self.summary = dict(flatten_aggregates(record))
-            for dataset, block in record["datasets"].items():
-                per_slice = block["image_quality"]["per_slice"]
-                path = f"media/table/{dataset}/per_slice.table.json"
-                self.summary[f"{dataset}/per_slice"] = {"_type": "table-file", "path": path}
-                self.files[path] = {"columns": list(per_slice), "data": [list(r) for r in zip(*per_slice.values())]}
-
-    def file(self, path: str) -> FakeFile:
-        return FakeFile(self.files[path], path)
-
-
-class FakeApi:
-    def __init__(self, runs: list[FakeRun]):
-        self._runs, self.calls = runs, []
-
-    def runs(self, path: str, filters: dict):
-        self.calls.append((path, filters))
-        return self._runs
-
-
-class FakeWandbRun:
-    def __init__(self, **kwargs):
-        self.init_kwargs, self.logged, self.finished = kwargs, {}, False
-
-    def log(self, data: dict):
-        self.logged.update(data)
-
-    def finish(self):
-        self.finished = True
-
-
-def test_wandb_source_with_a_fake_api(runs_root, tmp_path):
-    records = [results(runs_root, n) for n in ("p2p_seed0", "ddim")]
-    failed = {**records[0], "job_type": "train"}
-    api = FakeApi([FakeRun(records[0], "finished", "a"), FakeRun(records[1], "finished", "b"), FakeRun(failed, "crashed", "c")])
-    started = []
-
-    def fake_init(**kwargs):
-        started.append(FakeWandbRun(**kwargs))
-        return started[-1]
-
+def test_wandb_source_reads_the_real_offline_runs_back(runs_root, tmp_path, monkeypatch):
+    """The runs above were logged by the real W&B logger (offline); read back as public-API Run objects
+    (tests/wandb_offline.py: summary tables as SummarySubDict), the tables equal results.json, the
+    per-slice values behind the p-values arrive, the failed run is left out, and the figures go to a
+    real offline W&B run."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    api = OfflineApi(runs_root)
+    assert len(api.runs_found) == 6
     out = tmp_path / "wandb_report"
-    cfg = compose_config(["source=wandb", "project=mr2ct", "group=g1", "entity=me", f"out_dir={out}", "figure_subjects=1"],
-                         config_name="tables")
-    report = run_tables(cfg, api=api, wandb_init=fake_init)
-    assert api.calls == [("me/mr2ct", {"group": "g1"})]
+    cfg = compose_config(["source=wandb", "project=mr2ct", f"group={WANDB_GROUP}", "entity=me", f"out_dir={out}",
+                          "figure_subjects=1"], config_name="tables")
+    report = run_tables(cfg, api=api)
+    assert api.calls == [("me/mr2ct", {"group": WANDB_GROUP})]
+    seeds = [results(runs_root, n)["datasets"]["phantom_t1w"]["image_quality"]["aggregates"]["psnr"] for n in ("p2p_seed0", "p2p_seed1")]
     table = read_csv(out / "table1_image_quality.csv")
-    assert float(table["Pix2Pix UNet"]["phantom_t1w/psnr"]) == pytest.approx(
-        records[0]["datasets"]["phantom_t1w"]["image_quality"]["aggregates"]["psnr"], rel=1e-12)
-    assert table["Pix2Pix UNet"]["runs"] == "1"  # the crashed run is not averaged in
-    assert [r.name for r in report.not_included] == ["me/mr2ct/c"]
-    psnr = [r for r in csv.DictReader(io.StringIO((out / "table1_image_quality_pvalues.csv").read_text())) if r["metric"] == "psnr"]
-    assert psnr and psnr[0]["p_value"]  # per-slice values came from the logged table
-    assert len(started) == 1 and started[0].finished and started[0].init_kwargs["group"] == "g1"
-    assert set(started[0].logged) == {f"figures/{p.stem}" for p in report.figures} and report.figures
+    assert float(table["Pix2Pix UNet"]["phantom_t1w/psnr"]) == pytest.approx(np.mean(seeds), rel=1e-12)
+    assert table["Pix2Pix UNet"]["runs"] == "2"  # the failed run is not averaged in
+    assert [r.summary["model"] for r in report.not_included] == ["pix2pix"]
+    assert report.not_included[0].reason == "W&B state failed"
+    pvalues = list(csv.DictReader(io.StringIO((out / "table1_image_quality_pvalues.csv").read_text())))
+    assert [r for r in pvalues if r["metric"] == "psnr" and r["p_value"]]  # per-slice values came from the logged table
+    tables_run = OfflineApi(out).runs_found
+    assert len(tables_run) == 1 and tables_run[0].state == "finished" and tables_run[0].group == WANDB_GROUP
+    assert {f"figures/{p.stem}" for p in report.figures} <= set(tables_run[0].summary.keys()) and report.figures
+
+
+def test_wandb_run_holds_the_flat_ablation_keys_and_the_dice_tables(runs_root):
+    """Lightning's save_hyperparameters must not overwrite ``model``; the run is named from the ablation
+    keys, tagged with the commit, and its Dice tables read back as results.json has them."""
+    [run] = [r for r in OfflineApi(runs_root / "ddim").runs_found]
+    record = results(runs_root, "ddim")
+    assert {key: run.config[key] for key in record["summary"]} == record["summary"]
+    assert run.config["model"] == "ddim_image" and run.config["card"] == record["card"]
+    assert run.name == "ddim_image two_point phantom_t1w sampler=ddim t=2 eta=1.0 w=0.0 seed=0"
+    assert run.job_type == "train" and f"commit:{record['meta']['git']['commit'][:12]}" in run.tags
+    [read] = collect_wandb(OfflineApi(runs_root / "ddim"), "mr2ct", WANDB_GROUP)
+    dice = record["datasets"]["phantom_t1w"]["dice"]
+    assert read.datasets["phantom_t1w"]["dice"]["per_volume"] == dice["per_volume"]
+    assert read.datasets["phantom_t1w"]["dice"]["per_vertebra"] == dice["per_vertebra"]
+
+
+def test_every_run_keeps_its_training_curves_on_disk(runs_root):
+    """Whatever the logger: Lightning's metrics.csv (losses and the learning rate) and a loss plot."""
+    header = (runs_root / "p2p_seed0" / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert any("loss" in column for column in header) and any(column.startswith("lr-") for column in header)
+    assert (runs_root / "p2p_seed0" / "loss_curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
 # ---------------------------------------------------------------------------------------------- sweep configs
