@@ -22,6 +22,7 @@ from mr2ct.methods.registry import METHODS, method_card
 from mr2ct.metrics.stats import paired_ttest
 from mr2ct.pipeline.run import run_task
 from mr2ct.report.runs import collect_local, collect_wandb
+from mr2ct.report.wandb_workspace import SECTIONS, build_workspace, panel_metrics
 from mr2ct.tables import run_tables
 from mr2ct.train import train
 from tests.conftest import TINY, TINY_DDIM, compose_config
@@ -261,6 +262,21 @@ def test_wandb_run_holds_the_flat_ablation_keys_and_the_dice_tables(runs_root):
     dice = record["datasets"]["phantom_t1w"]["dice"]
     assert read.datasets["phantom_t1w"]["dice"]["per_volume"] == dice["per_volume"]
     assert read.datasets["phantom_t1w"]["dice"]["per_vertebra"] == dice["per_vertebra"]
+
+
+def test_wandb_workspace_panels_show_keys_the_runs_log(runs_root):
+    """Every metric a workspace panel plots is in a real run's summary and every key it groups by is in the
+    run config, so the ready dashboard is not empty; the definition passes wandb-workspaces' own schema."""
+    [run] = OfflineApi(runs_root / "ddim").runs_found
+    for panels in SECTIONS.values():
+        for panel in panels:
+            assert set(panel_metrics(panel, "phantom_t1w")) <= set(run.summary.keys()), panel.title
+            assert panel.by is None or panel.by in run.config
+    pytest.importorskip("wandb_workspaces")
+    view = build_workspace("me", "mr2ct")._to_model().model_dump_json()
+    assert all(title in view for title in SECTIONS)
+    assert '"group_by":"registration.value"' in view and '"group_by":"method.value"' in view
+    assert '"summary_metrics.phantom_t1w/dice_vertebra"' in view
 
 
 def test_every_run_keeps_its_training_curves_on_disk(runs_root):
