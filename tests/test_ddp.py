@@ -3,6 +3,7 @@ on a machine without one; DDP over 2 CPU processes (gloo) writes one run record.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -62,3 +63,24 @@ def _optimisers(method) -> list[torch.optim.Optimizer]:
     configured = method.configure_optimizers()
     optimisers = configured[0] if isinstance(configured, tuple) else configured
     return optimisers if isinstance(optimisers, list) else [optimisers]
+
+
+def test_two_process_cpu_ddp_writes_one_record_and_one_wandb_run(tmp_path: Path, cache_dir: Path):
+    """trainer=ddp on 2 CPU processes (gloo): both train, rank 0 alone writes results.json and the W&B run."""
+    from tests.conftest import TINY_DDIM
+
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "mr2ct.train", *TINY_DDIM, "trainer=ddp", "trainer.accelerator=cpu",
+               "trainer.devices=2", "trainer.precision=32-true", "trainer.max_steps=2", "trainer.limit_train_batches=2",
+               "trainer.limit_val_batches=1", "trainer.enable_progress_bar=false", "logger=wandb",
+               f"paths.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}"]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=tmp_path,
+                               env={**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"})
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    worker_log = (run_dir / "train_ddp_process_1.log").read_text()  # the second rank ran, in the same run dir
+    assert "scoring" in (run_dir / "train.log").read_text() and "scoring" not in worker_log  # evaluated once
+    assert [p.name for p in tmp_path.rglob("results.json")] == ["results.json"]
+    assert len(list(tmp_path.rglob("offline-run-*"))) == 1
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["status"] == "complete" and results["config"]["trainer"]["devices"] == 2
+    assert results["datasets"]["phantom_t1w"]["image_quality"]["per_slice"]["psnr"]

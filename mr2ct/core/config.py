@@ -142,6 +142,9 @@ class TrainerConfig:
     gradient_clip_val: Optional[float] = None
     deterministic: bool = False
     enable_progress_bar: bool = True
+    # also save last.ckpt every N optimiser steps, so a run killed mid-epoch resumes there (ckpt_path=last);
+    # null: at epoch ends only. mr2ct's own setting, not passed to Lightning's Trainer.
+    checkpoint_every_n_steps: Optional[int] = None
 
 
 @dataclass

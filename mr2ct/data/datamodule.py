@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
+from itertools import islice
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -205,16 +206,25 @@ class SeededSampler(Sampler):
 
     def __init__(self, length: int, seed: int):
         self.length, self.seed, self.epoch = length, seed, 0
+        self.items_done = 0  # of the next epoch, already trained on before a resume
 
     def __len__(self) -> int:
         return self.length
+
+    def resume(self, epoch: int, items_done: int) -> None:
+        """Continue epoch ``epoch``'s order after its first ``items_done`` items (a run resumed mid-epoch)."""
+        self.epoch, self.items_done = epoch, items_done
+
+    def _remaining(self, keys: Iterator) -> Iterator:
+        skip, self.items_done = self.items_done, 0
+        return islice(keys, skip, None)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         rng = np.random.default_rng([self.seed, self.epoch])
         self.epoch += 1
         order = rng.permutation(self.length)
         seeds = rng.integers(0, 2**63 - 1, size=self.length)
-        return iter(zip(order.tolist(), seeds.tolist()))
+        return self._remaining(zip(order.tolist(), seeds.tolist()))
 
 
 class UnpairedSampler(SeededSampler):
@@ -233,7 +243,7 @@ class UnpairedSampler(SeededSampler):
         mr_order = rng.permutation(self.length)
         ct_order = unpaired_partners(self.subjects, mr_order, rng)
         seeds = rng.integers(0, 2**63 - 1, size=self.length)
-        return iter(zip(mr_order.tolist(), ct_order.tolist(), seeds.tolist()))
+        return self._remaining(zip(mr_order.tolist(), ct_order.tolist(), seeds.tolist()))
 
 
 class TrainSet(Dataset):
@@ -397,6 +407,11 @@ class SpineDataModule(L.LightningDataModule):
             persistent_workers=workers > 0,
             pin_memory=torch.cuda.is_available(),
         )
+
+    @property
+    def train_sampler(self) -> SeededSampler | None:
+        """The training order (after ``setup('fit')``), for a run that resumes mid-epoch."""
+        return self._sampler
 
     def train_dataloader(self) -> DataLoader:
         self.setup("fit")

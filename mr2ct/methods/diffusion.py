@@ -87,7 +87,10 @@ class ConditionalDiffusion(TranslationModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
         return loss
 
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+    def optimizer_step(self, *args, **kwargs) -> None:
+        """The EMA follows every optimiser step within the step, so a checkpoint saved at the step's end (a
+        resumable mid-epoch checkpoint) holds the EMA of that step too."""
+        super().optimizer_step(*args, **kwargs)
         self.ema.update_parameters(self.net)
 
     def translate(self, mr: torch.Tensor, inference: InferenceConfig, generator: torch.Generator | None = None) -> torch.Tensor:

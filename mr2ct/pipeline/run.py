@@ -37,13 +37,14 @@ ABLATION_AXES = {
 
 
 PATH_KEYS = ("paths.root_dir", "paths.cache_dir", "paths.output_dir", "ckpt_path")
+LAST_CHECKPOINT = "last"  # ckpt_path=last: resume the run dir's own checkpoints/last.ckpt when there is one
 
 
 def make_paths_absolute(cfg: DictConfig) -> None:
     """Every path a run uses and records is absolute, so its run dir means the same from any working directory."""
     for key in PATH_KEYS:
         value = OmegaConf.select(cfg, key)
-        if value is not None:
+        if value is not None and not (key == "ckpt_path" and value == LAST_CHECKPOINT):
             OmegaConf.update(cfg, key, str(Path(value).expanduser().resolve()))
     for dataset in [cfg.data, *cfg.data.test_sets]:
         if dataset.root is not None:
@@ -144,6 +145,8 @@ class RunLogger:
                 mode=os.environ.get("WANDB_MODE", cfg.logger.mode),
                 config={**summary, "card": card.summary(), "config": resolved_config(cfg)},
                 reinit="finish_previous",
+                id=previous_wandb_id(run_dir) if cfg.get("ckpt_path") == LAST_CHECKPOINT else None,
+                resume="allow",
             )
             self.lightning.insert(0, wandb_lightning_logger(self.run, run_dir))
 
@@ -192,6 +195,13 @@ class RunLogger:
                 self.run.log({"curves/loss": wandb.Image(str(plot))})
             self.run.finish(exit_code=exit_code)
             self.run = None
+
+
+def previous_wandb_id(run_dir: Path) -> str | None:
+    """The id of the W&B run a resumed run dir already holds (``wandb/<mode>-run-<time>-<id>``), so the
+    resumed training continues that run."""
+    runs = sorted(run_dir.glob("wandb/*run-*-*"), key=lambda path: path.stat().st_mtime)
+    return runs[-1].name.rsplit("-", 1)[-1] if runs else None
 
 
 def plot_loss_curves(metrics_csv: Path, target: Path) -> Path | None:
@@ -244,6 +254,8 @@ def run_task(cfg: DictConfig, job_type: str, task: Callable[[DictConfig, Path, R
     """
     make_paths_absolute(cfg)
     run_dir = Path(cfg.paths.output_dir)
+    if not is_rank_zero():
+        return run_worker(cfg, run_dir, job_type, task)
     run_dir.mkdir(parents=True, exist_ok=True)
     config = resolved_config(cfg)
     (run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(config))
@@ -269,6 +281,22 @@ def run_task(cfg: DictConfig, job_type: str, task: Callable[[DictConfig, Path, R
     finally:
         if logger is not None:
             logger.close(exit_code)
+
+
+def is_rank_zero() -> bool:
+    """Whether this process is rank 0 (always, outside DDP); Lightning reads the rank from the environment
+    its launcher or SLURM sets, before any process group exists."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    return rank_zero_only.rank == 0
+
+
+def run_worker(cfg: DictConfig, run_dir: Path, job_type: str,
+               task: Callable[[DictConfig, Path, RunLogger], dict[str, Any]]) -> None:
+    """A DDP rank above 0: it trains its share of every batch and nothing else; rank 0 alone writes the run
+    dir, results.json and the W&B run, and evaluates."""
+    cfg.logger.kind = "none"
+    task(cfg, run_dir, RunLogger(cfg, run_dir, job_type))
 
 
 def objective(results: dict[str, Any]) -> float | None:
