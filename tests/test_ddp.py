@@ -65,6 +65,7 @@ def _optimisers(method) -> list[torch.optim.Optimizer]:
     return optimisers if isinstance(optimisers, list) else [optimisers]
 
 
+@pytest.mark.slow  # ~100 s on 2 cores with a cold cache: two processes of a tiny training, then evaluation
 def test_two_process_cpu_ddp_writes_one_record_and_one_wandb_run(tmp_path: Path, cache_dir: Path):
     """trainer=ddp on 2 CPU processes (gloo): both train, rank 0 alone writes results.json and the W&B run."""
     from tests.conftest import TINY_DDIM

@@ -10,6 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 import torch
 
 from mr2ct.pipeline.run import run_task
@@ -46,6 +47,7 @@ def overrides(cache_dir: Path, run_dir: Path) -> list[str]:
     return [*TINY_DDIM, *TWO_EPOCHS, f"paths.cache_dir={cache_dir}", f"paths.output_dir={run_dir}"]
 
 
+@pytest.mark.slow  # ~110 s on 2 cores: three tiny trainings (whole, killed, resumed)
 def test_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(tmp_path: Path, cache_dir: Path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     whole, killed = tmp_path / "whole", tmp_path / "killed"
@@ -72,6 +74,7 @@ def test_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(tmp_path: Path
     assert len(list((killed / "wandb").glob("offline-run-*"))) == 2 and len(wandb_ids) == 1  # one run, continued
 
 
+@pytest.mark.slow  # ~110 s on 2 cores: a 2-job sweep and its re-run
 def test_rerun_sweep_skips_finished_jobs(tmp_path: Path, cache_dir: Path):
     sweep_dir = tmp_path / "sweep"
     command = [sys.executable, "-m", "mr2ct.train", "-m", "seed=0,1", "logger=none", *TINY,
