@@ -32,7 +32,7 @@ def test_sweep_file_runs_its_sweep_without_dash_m(tmp_path: Path):
     assert len(records) == len(jobs) == 12 and all(r["status"] == "failed" for r in records)
 
 
-def test_submitit_configs_replace_the_plugins_own_with_every_value_it_reads():
+def test_submitit_configs_set_only_keys_of_the_plugins_schema():
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     from hydra_plugins.hydra_submitit_launcher.config import LocalQueueConf, SlurmQueueConf
     from omegaconf import OmegaConf
