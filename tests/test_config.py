@@ -29,7 +29,9 @@ def test_every_group_option_composes_and_resolves(group, option):
     cfg = compose_config(overrides + ["paths.output_dir=/tmp/out"])
     container = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     assert container["paths"]["output_dir"] == "/tmp/out"
-    if group != "experiment":
+    if group == "experiment":
+        assert container["experiment_name"] == option  # its runs go to outputs/<experiment>/, not default/
+    else:
         chosen = OmegaConf.load(CONF_DIR / group / f"{option}.yaml")
         for key in chosen:
             if key == "defaults" or OmegaConf.is_missing(chosen, key) or OmegaConf.is_config(chosen[key]):
