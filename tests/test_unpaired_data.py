@@ -12,7 +12,7 @@ import torch
 from mr2ct.core.config import LoaderConfig
 from mr2ct.data.datamodule import SpineDataModule, UnpairedSampler, training_subjects, unpaired_partners
 from mr2ct.data.preprocess import FORMAT_VERSION, MANIFEST, record_filenames
-from tests.test_datamodule import SHAPE, SPINE_SLICES, slice_coded_volume, source_of, spine_labels
+from tests.test_datamodule import SPINE_SLICES, slice_coded_volume, source_of, spine_labels
 
 SUBJECTS = 3
 COPIES = 2  # files per subject (the original and one elastic copy), coded alike: the code names the subject
