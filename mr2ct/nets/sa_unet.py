@@ -159,9 +159,6 @@ class Level(nn.Module):
         super().__init__()
         self.block1, self.block2, self.attention, self.resample = block1, block2, attention, resample
 
-    def features(self, x: Tensor, time_emb: Tensor | None) -> Tensor:
-        return self.attention(self.block2(self.block1(x, time_emb), time_emb))
-
 
 class SAUNet(nn.Module):
     """Self-attention UNet for 2D (B, C, H, W) or 3D (B, C, D, H, W) inputs; see the module docstring.
@@ -266,6 +263,13 @@ class SAUNet(nn.Module):
     def _merge(self, x: Tensor, skip: Tensor) -> Tensor:
         return torch.cat([x, skip], dim=1) if self.skip == "concat" else 0.5 * (x + skip)
 
+    def _block(self, block: nn.Module, x: Tensor, time_emb: Tensor | None) -> Tensor:
+        """One ResnetBlock call; subclasses route it (e.g. UNet3D recomputes it in the backward pass)."""
+        return block(x, time_emb)
+
+    def _features(self, level: nn.Module, x: Tensor, time_emb: Tensor | None) -> Tensor:
+        return level.attention(self._block(level.block2, self._block(level.block1, x, time_emb), time_emb))
+
     def forward(self, x: Tensor, t: Tensor | None = None) -> Tensor:
         self._check_input(x, t)
         time_emb = self.time_mlp(t) if self.time_mlp is not None else None
@@ -273,13 +277,13 @@ class SAUNet(nn.Module):
         stem_features = x
         skips = []
         for level in self.encoder:
-            x = level.features(x, time_emb)
+            x = self._features(level, x, time_emb)
             skips.append(x)
             x = level.resample(x)
-        x = self.mid_block2(self.mid_attention(self.mid_block1(x, time_emb)), time_emb)
+        x = self._block(self.mid_block2, self.mid_attention(self._block(self.mid_block1, x, time_emb)), time_emb)
         for level in self.decoder:
-            x = level.resample(level.features(self._merge(x, skips.pop()), time_emb))
-        x = self.final_block(torch.cat([x, stem_features], dim=1), time_emb)
+            x = level.resample(self._features(level, self._merge(x, skips.pop()), time_emb))
+        x = self._block(self.final_block, torch.cat([x, stem_features], dim=1), time_emb)
         return self.head(x)
 
 

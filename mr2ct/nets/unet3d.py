@@ -35,24 +35,6 @@ class UNet3D(SAUNet):
             return checkpoint(block, x, time_emb, use_reentrant=False)
         return block(x, time_emb)
 
-    def forward(self, x: Tensor, t: Tensor | None = None) -> Tensor:
-        """SAUNet's forward (attention is the identity here) with every ResnetBlock through :meth:`_block`."""
-        self._check_input(x, t)
-        time_emb = self.time_mlp(t) if self.time_mlp is not None else None
-        x = self.stem(x)
-        stem_features = x
-        skips = []
-        for level in self.encoder:
-            x = self._block(level.block2, self._block(level.block1, x, time_emb), time_emb)
-            skips.append(x)
-            x = level.resample(x)
-        x = self._block(self.mid_block2, self._block(self.mid_block1, x, time_emb), time_emb)
-        for level in self.decoder:
-            x = self._block(level.block1, self._merge(x, skips.pop()), time_emb)
-            x = level.resample(self._block(level.block2, x, time_emb))
-        x = self._block(self.final_block, torch.cat([x, stem_features], dim=1), time_emb)
-        return self.head(x)
-
 
 @dataclass
 class UNet3DSettings:
