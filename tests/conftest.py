@@ -11,6 +11,8 @@ from omegaconf import DictConfig
 
 from mr2ct.core.cli import CONF_DIR
 from mr2ct.core.config import register_configs
+from mr2ct.pipeline.run import run_task
+from mr2ct.train import train
 
 # A tiny but complete run: 4 phantom subjects, narrow nets, two optimisation steps, no W&B network.
 TINY = [
@@ -48,6 +50,13 @@ def compose_config(overrides: list[str] = (), config_name: str = "config") -> Di
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(config_name=config_name, overrides=list(overrides))
+
+
+def train_tiny(run_dir: Path, cache_dir: Path, overrides: list[str]) -> Path:
+    """Train a tiny run (no W&B) into ``run_dir`` with the session cache; the run dir, for module fixtures."""
+    run_task(compose_config([*overrides, "logger=none", f"paths.cache_dir={cache_dir}", f"paths.output_dir={run_dir}"]),
+             "train", train)
+    return run_dir
 
 
 @pytest.fixture(scope="session", autouse=True)

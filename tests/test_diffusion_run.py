@@ -17,16 +17,12 @@ from mr2ct.inference.checkpoint import locate_checkpoint
 from mr2ct.inference.volume import translate_volume
 from mr2ct.methods.diffusion import DDIMImage
 from mr2ct.pipeline.run import run_task
-from mr2ct.train import train
-from tests.conftest import TINY_DDIM, compose_config
+from tests.conftest import TINY_DDIM, compose_config, train_tiny
 
 
 @pytest.fixture(scope="module")
 def ddim_run(tmp_path_factory, cache_dir) -> Path:
-    run_dir = tmp_path_factory.mktemp("ddim") / "run"
-    cfg = compose_config([*TINY_DDIM, f"paths.cache_dir={cache_dir}", f"paths.output_dir={run_dir}", "logger=none"])
-    run_task(cfg, "train", train)
-    return run_dir
+    return train_tiny(tmp_path_factory.mktemp("ddim") / "run", cache_dir, TINY_DDIM)
 
 
 def evaluate(run: Path, out: Path, cache_dir: Path, *overrides: str) -> dict:

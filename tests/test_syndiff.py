@@ -18,9 +18,7 @@ from mr2ct.diffusion.large_steps import LargeStepSchedule, sample_large_steps
 from mr2ct.inference.checkpoint import load_method
 from mr2ct.inference.volume import translate_volume
 from mr2ct.methods.syndiff import SynDiff, r1_penalty
-from mr2ct.pipeline.run import run_task
-from mr2ct.train import train
-from tests.conftest import TINY, compose_config
+from tests.conftest import TINY, compose_config, train_tiny
 
 BETA_MIN, BETA_MAX, EPS, T = 0.1, 20.0, 1e-3, 4
 TINY_SYNDIFF = [o for o in TINY if not o.startswith("model")] + [
@@ -136,10 +134,7 @@ def test_translation_applies_the_ema_generator_in_windows_with_one_latent_per_im
 
 @pytest.fixture(scope="module")
 def syndiff_run(tmp_path_factory, cache_dir) -> Path:
-    run_dir = tmp_path_factory.mktemp("syndiff") / "run"
-    cfg = compose_config([*TINY_SYNDIFF, f"paths.cache_dir={cache_dir}", f"paths.output_dir={run_dir}", "logger=none"])
-    run_task(cfg, "train", train)
-    return run_dir
+    return train_tiny(tmp_path_factory.mktemp("syndiff") / "run", cache_dir, TINY_SYNDIFF)
 
 
 def test_tiny_run_writes_results_with_an_unpaired_sampling_card(syndiff_run: Path):

@@ -18,12 +18,10 @@ from mr2ct.core.io import Volume, load_nifti, to_sitk
 from mr2ct.core.labels import vertebra_mask
 from mr2ct.core.values import ct_to_model
 from mr2ct.metrics.dice import dice
-from mr2ct.pipeline.run import run_task
 from mr2ct.segment import Segmentation
 from mr2ct.inference.inputs import discover_inputs
-from mr2ct.train import train
 from mr2ct.translate import segmentation_layers, translate, write_layers
-from tests.conftest import TINY, compose_config
+from tests.conftest import TINY, compose_config, train_tiny
 
 # A stochastic sampler (DDIM, eta=1), so std maps and seeded determinism mean something.
 TINY_DDIM = [o for o in TINY if not o.startswith(("model.", "model="))] + [
@@ -32,11 +30,7 @@ TINY_DDIM = [o for o in TINY if not o.startswith(("model.", "model="))] + [
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, cache_dir) -> Path:
-    run_dir = tmp_path_factory.mktemp("train") / "run"
-    cfg = compose_config([*TINY_DDIM, "data.test_sets=[]", "logger=none", f"paths.cache_dir={cache_dir}",
-                          f"paths.output_dir={run_dir}"])
-    run_task(cfg, "train", train)
-    return run_dir
+    return train_tiny(tmp_path_factory.mktemp("train") / "run", cache_dir, [*TINY_DDIM, "data.test_sets=[]"])
 
 
 @pytest.fixture(scope="module")

@@ -17,20 +17,14 @@ import torch
 
 from mr2ct.inference.checkpoint import resolve_device
 from mr2ct.inference.inputs import discover_inputs, in_shard, parse_shard
-from mr2ct.pipeline.run import run_task
-from mr2ct.train import train
 from mr2ct.translate import translate
-from tests.conftest import TINY, compose_config
+from tests.conftest import TINY, compose_config, train_tiny
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, cache_dir) -> Path:
     """A tiny Pix2Pix run (one network pass per volume: the cheapest translation)."""
-    run_dir = tmp_path_factory.mktemp("train") / "run"
-    cfg = compose_config([*TINY, "data.test_sets=[]", "logger=none", f"paths.cache_dir={cache_dir}",
-                          f"paths.output_dir={run_dir}"])
-    run_task(cfg, "train", train)
-    return run_dir
+    return train_tiny(tmp_path_factory.mktemp("train") / "run", cache_dir, [*TINY, "data.test_sets=[]"])
 
 
 @pytest.fixture(scope="module")
