@@ -102,7 +102,7 @@ class Subject:
     ct: Volume
     ct_seg: Volume
     ct_subreg: Volume
-    mr_landmarks: Landmarks
+    mr_landmarks: Landmarks  # empty when loaded without mr_landmarks.json (``require_mr_landmarks=False``)
     mr_image: nib.Nifti1Image
     ct_landmarks: Landmarks | None = None
     mr_seg: Volume | None = None
@@ -149,8 +149,14 @@ def read_landmarks(path: str | Path) -> Landmarks:
     return landmarks
 
 
-def write_landmarks(landmarks: Landmarks, path: str | Path, coordinate_system: str = "RAS") -> Path:
-    """Write RAS landmarks as JSON in ``coordinate_system`` (RAS or LPS), atomically."""
+def write_landmarks(
+    landmarks: Landmarks, path: str | Path, coordinate_system: str = "RAS", provenance: dict | None = None
+) -> Path:
+    """Write RAS landmarks as JSON in ``coordinate_system`` (RAS or LPS), atomically.
+
+    ``provenance`` (JSON-serialisable; e.g. how derived landmarks were made) is stored under its own key,
+    which :func:`read_landmarks` ignores, so a derived file reads like a clicked one.
+    """
     system = coordinate_system.upper()
     if system not in COORDINATE_SYSTEMS:
         raise ValueError(f"coordinate_system {coordinate_system!r} is not one of {COORDINATE_SYSTEMS}")
@@ -158,6 +164,7 @@ def write_landmarks(landmarks: Landmarks, path: str | Path, coordinate_system: s
     payload = {
         "coordinate_system": system,
         "units": "mm",
+        **({"provenance": provenance} if provenance is not None else {}),
         "vertebrae": {
             str(v): {kind: [float(c) for c in convert(point)] for kind, point in kinds.items()}
             for v, kinds in sorted(landmarks.items())
@@ -188,10 +195,15 @@ def read_manifest(root: Path) -> list[dict[str, str]]:
     return rows
 
 
-def load_subjects(root: str | Path, splits: Iterable[str] | None = None) -> list[Subject]:
+def load_subjects(
+    root: str | Path, splits: Iterable[str] | None = None, require_mr_landmarks: bool = True
+) -> list[Subject]:
     """Load and validate every subject of ``root`` (optionally only the given splits), in manifest order.
 
-    Raises one SubjectError listing every problem of every subject; nothing partial is returned.
+    ``require_mr_landmarks=False`` accepts subjects without ``mr_landmarks.json`` (their ``mr_landmarks`` is
+    empty), for callers that derive them (``mr2ct.landmarks``, ``registration.landmarks_from``); training
+    with clicked landmarks keeps the strict default. Raises one SubjectError listing every problem of every
+    subject; nothing partial is returned.
     """
     root = Path(root)
     wanted = None if splits is None else set(splits)
@@ -202,7 +214,7 @@ def load_subjects(root: str | Path, splits: Iterable[str] | None = None) -> list
     for row in rows:
         if wanted is not None and row["split"] not in wanted and row["split"] in SPLITS:
             continue
-        subject, subject_problems = _load_subject(root, row)
+        subject, subject_problems = _load_subject(root, row, require_mr_landmarks)
         problems += [f"subject {row['subject']}: {problem}" for problem in subject_problems]
         if subject is not None and wanted is not None and subject.split not in wanted:
             continue
@@ -213,7 +225,7 @@ def load_subjects(root: str | Path, splits: Iterable[str] | None = None) -> list
     return subjects
 
 
-def _load_subject(root: Path, row: dict[str, str]) -> tuple[Subject | None, list[str]]:
+def _load_subject(root: Path, row: dict[str, str], require_mr_landmarks: bool = True) -> tuple[Subject | None, list[str]]:
     """One subject and its problems ('file: problem'); the subject is None when any problem was found."""
     folder = root / row["subject"]
     problems: list[str] = []
@@ -242,7 +254,7 @@ def _load_subject(root: Path, row: dict[str, str]) -> tuple[Subject | None, list
                  for name in LABEL_IMAGES if name in volumes and not np.any(volumes[name].array > 0)]
 
     landmarks: dict[str, Landmarks] = {}
-    for name, required in (("mr_landmarks", True), ("ct_landmarks", False)):
+    for name, required in (("mr_landmarks", require_mr_landmarks), ("ct_landmarks", False)):
         path = folder / f"{name}.json"
         if not path.exists():
             if required:
@@ -269,7 +281,7 @@ def _load_subject(root: Path, row: dict[str, str]) -> tuple[Subject | None, list
     return Subject(
         name=row["subject"], split=row["split"], contrast=row["contrast"], region=row["region"], folder=folder,
         mr=volumes["mr"], ct=volumes["ct"], ct_seg=volumes["ct_seg"], ct_subreg=volumes["ct_subreg"],
-        mr_landmarks=landmarks["mr_landmarks"], mr_image=images["mr"], ct_landmarks=landmarks.get("ct_landmarks"),
+        mr_landmarks=landmarks.get("mr_landmarks", {}), mr_image=images["mr"], ct_landmarks=landmarks.get("ct_landmarks"),
         mr_seg=volumes.get("mr_seg"), mr_subreg=volumes.get("mr_subreg"), oracle_ct=volumes.get("oracle_ct"),
         mr_seg_iso=volumes.get("mr_seg_iso"), mr_subreg_iso=volumes.get("mr_subreg_iso"),
         true_transform=true_transform, preset=row.get("preset", ""),

@@ -4,6 +4,7 @@ from mr2ct.registration.landmarks import Landmarks, landmarks_from_labels, paire
 from mr2ct.registration.refine import landmarks_from_segmentation, refine_registration
 from mr2ct.registration.report import (
     REPORT_COLUMNS,
+    median_of,
     median_tre_mm,
     read_registration_report,
     registration_report,
@@ -44,6 +45,7 @@ __all__ = [
     "resample_onto_mr",
     "resample_to_grid",
     "rotation_angles_deg",
+    "median_of",
     "median_tre_mm",
     "read_registration_report",
     "write_registration_report",
