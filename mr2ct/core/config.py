@@ -72,6 +72,11 @@ class RegistrationMode(str, Enum):
 @dataclass
 class RegistrationConfig:
     mode: RegistrationMode = RegistrationMode.two_point
+    # a trained run (dir or .ckpt) whose model derives the MR landmarks that subjects lack (paper Fig. 1 loop:
+    # translate, segment the synthetic CT on the MR grid, take centres); cached with the prepared data
+    landmarks_from: Optional[str] = None
+    # with landmarks_from: derived landmarks replace those in mr_landmarks.json (false: clicked ones win)
+    override_landmarks: bool = False
 
 
 @dataclass

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import json
 import zlib
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Protocol, Sequence
 
 import elasticdeform
 import numpy as np
@@ -29,7 +30,7 @@ from tqdm.auto import tqdm
 from mr2ct.core.cache import cached
 from mr2ct.core.config import DataConfig, PreprocessConfig, RegistrationConfig
 from mr2ct.core.io import Volume, resample_array
-from mr2ct.core.subjects import load_subjects
+from mr2ct.core.subjects import Subject, load_subjects
 from mr2ct.core.values import (
     MODEL_MAX,
     MODEL_MIN,
@@ -45,11 +46,13 @@ from mr2ct.registration import (
     resample_to_grid,
     write_registration_report,
 )
+from mr2ct.registration.derive import DerivedLandmarks, write_if_plausible
 
 FORMAT_VERSION = 3  # 3: test records carry reference_iso_* where the subject has isotropic ground truth
 SPLITS = ("train", "val", "test")
 MANIFEST = "manifest.json"
 REGISTRATION_REPORT = "registration_report.csv"
+DERIVED_LANDMARKS = "mr_landmarks"  # the derived MR landmarks of a prepared entry, one JSON per subject
 
 
 # ---------------------------------------------------------------------------------------------- grids
@@ -205,17 +208,79 @@ def record_filenames(split: str, name: str, count: int) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------- dataset
+class LandmarkSource(Protocol):
+    """Where derived MR landmarks come from (``registration.landmarks_from``; mr2ct.pipeline.landmarks)."""
+
+    @property
+    def identity(self) -> dict:
+        """What identifies the model that derives (part of the prepared cache key)."""
+
+    def derive(self, subject: Subject) -> DerivedLandmarks:
+        """The subject's MR landmarks derived from its MR alone, with their quality and plausibility."""
+
+    @property
+    def provenance(self) -> dict:
+        """What a derived landmarks file records about how it was made."""
+
+
+def registration_key(registration_cfg: RegistrationConfig, landmark_source: LandmarkSource | None) -> dict:
+    """The registration part of the cache key: the mode and, with ``landmarks_from``, the deriving run's
+    identity (resolved run dir, checkpoint path and the checkpoint's sha256, so a retrained run is a new entry)
+    and whether derived landmarks override the subjects' own. Without it the key is the mode alone, as before."""
+    registration = plain_config(registration_cfg)
+    if registration.get("landmarks_from") is None:
+        return {"mode": registration["mode"]}
+    if landmark_source is None:
+        raise ValueError(f"registration.landmarks_from={registration['landmarks_from']}: no landmark source was "
+                         f"given to prepare the data with (a bug in the caller)")
+    return {"mode": registration["mode"], "landmarks_from": landmark_source.identity,
+            "override_landmarks": bool(registration.get("override_landmarks", False))}
+
+
 def prepared_key(
-    data_cfg: DataConfig, registration_cfg: RegistrationConfig, preprocess_cfg: PreprocessConfig, dims: int
+    data_cfg: DataConfig, registration_cfg: RegistrationConfig, preprocess_cfg: PreprocessConfig, dims: int,
+    landmark_source: LandmarkSource | None = None,
 ) -> dict:
     """Exactly what determines a prepared dataset (the cache key)."""
     return {
         "format_version": FORMAT_VERSION,
         "dims": dims,
         "data": data_key(data_cfg),
-        "registration": plain_config(registration_cfg),
+        "registration": registration_key(registration_cfg, landmark_source),
         "preprocess": plain_config(preprocess_cfg),
     }
+
+
+def with_derived_landmarks(
+    subjects: list[Subject], source: LandmarkSource, override: bool, folder: Path, progress: bool
+) -> tuple[list[Subject], dict[str, str]]:
+    """Subjects whose MR landmarks come from ``source`` where they have none (all with ``override``), each
+    derived set written to ``folder/<subject>.json`` with its provenance; and per subject which landmarks it
+    uses (``file`` or ``derived``).
+
+    A derived set that fails the plausibility checks is not used: the subject keeps its own landmarks, and
+    a subject with none makes the whole preparation fail, naming every such subject and the reason.
+    """
+    folder.mkdir()
+    used, sources, failures = [], {}, []
+    for subject in tqdm(subjects, desc="deriving MR landmarks", unit="subject", disable=not progress):
+        if subject.mr_landmarks and not override:
+            used.append(subject)
+            sources[subject.name] = "file"
+            continue
+        derived = source.derive(subject)
+        if write_if_plausible(derived, folder / f"{subject.name}.json", source.provenance):
+            used.append(replace(subject, mr_landmarks=derived.landmarks))
+            sources[subject.name] = "derived"
+        elif subject.mr_landmarks:
+            used.append(subject)
+            sources[subject.name] = "file (derived implausible: " + "; ".join(derived.problems) + ")"
+        else:
+            failures.append(f"subject {subject.name}: " + "; ".join(derived.problems))
+    if failures:
+        raise ValueError(f"registration.landmarks_from: derived MR landmarks of {len(failures)} subject(s) without "
+                         f"mr_landmarks.json are implausible: " + " | ".join(failures))
+    return used, sources
 
 
 def prepare_dataset(
@@ -225,20 +290,28 @@ def prepare_dataset(
     dims: int,
     cache_dir: str | Path,
     progress: bool = True,
+    landmark_source: LandmarkSource | None = None,
 ) -> Path:
     """Register, resample, normalise and augment every subject once for a ``dims``-D method; return the
     cached entry's folder.
 
-    A second call with the same configs returns the existing entry without work. A subject that fails
-    raises with its message and leaves no entry.
+    With ``registration.landmarks_from`` the MR landmarks subjects lack (all, with ``override_landmarks``)
+    are derived by ``landmark_source`` first and kept in the entry (``mr_landmarks/<subject>.json``); the
+    registration report says per subject which landmarks it used. A second call with the same configs
+    returns the existing entry without work. A subject that fails raises with its message and leaves no entry.
     """
-    key = prepared_key(data_cfg, registration_cfg, preprocess_cfg, dims)
+    key = prepared_key(data_cfg, registration_cfg, preprocess_cfg, dims, landmark_source)
     seed = preprocess_cfg.seed
     mode = key["registration"]["mode"]
+    deriving = "landmarks_from" in key["registration"]
 
     def build(folder: Path) -> None:
         root = subject_root(data_cfg, cache_dir, progress=progress)
-        subjects = load_subjects(root)
+        subjects = load_subjects(root, require_mr_landmarks=not deriving)
+        sources = {subject.name: "file" for subject in subjects}
+        if deriving:
+            subjects, sources = with_derived_landmarks(subjects, landmark_source, key["registration"]["override_landmarks"],
+                                                       folder / DERIVED_LANDMARKS, progress)
         names: dict[str, list[str]] = {split: [] for split in SPLITS}
         files: dict[str, list[str]] = {split: [] for split in SPLITS}
         for split in SPLITS:
@@ -250,12 +323,14 @@ def prepare_dataset(
                 np.savez_compressed(folder / relative, **record)
             names[subject.split].append(subject.name)
             files[subject.split].extend(paths)
-        write_registration_report(registration_report(subjects, mode), folder / REGISTRATION_REPORT)
+        rows = [{**row, "landmarks": sources[row["subject"]]} for row in registration_report(subjects, mode)]
+        write_registration_report(rows, folder / REGISTRATION_REPORT)
         manifest = {
             "format_version": FORMAT_VERSION,
             "dims": dims,
             "spacing": preprocess_cfg.spacing_inplane_mm if dims == 2 else preprocess_cfg.spacing_iso_mm,
             "registration_mode": mode,
+            "landmarks_from": key["registration"].get("landmarks_from"),
             "mr_robust_max_percentile": preprocess_cfg.mr_robust_max_percentile,
             "min_spine_pixels": preprocess_cfg.min_spine_pixels,
             "elastic_copies": preprocess_cfg.elastic_copies,

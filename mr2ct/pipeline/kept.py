@@ -40,7 +40,8 @@ def keep_for_inference(cfg: DictConfig, card: MethodCard, run_dir: Path, scored:
     """Keep the test split of each scored dataset (by name) and the segmenter in the training run's dir."""
     for dataset in [cfg.data, *cfg.data.test_sets]:
         if dataset.name in scored:
-            entry = prepare_dataset(dataset, cfg.registration, cfg.preprocess, card.dims, cfg.paths.cache_dir)
+            entry = prepare_dataset(dataset, cfg.registration, cfg.preprocess, card.dims, cfg.paths.cache_dir,
+                                    landmark_source=_landmark_source(cfg))
             cached(TEST_DATA, _key(dataset, cfg, card), kept_dir(run_dir), lambda folder: copy_test_split(entry, folder))
     keep_segmenter(cfg.segmenter, cfg.paths.cache_dir, kept_dir(run_dir))
 
@@ -65,4 +66,12 @@ def copy_test_split(prepared: Path, folder: Path) -> None:
 
 
 def _key(dataset_cfg: DatasetConfig, cfg: DictConfig, card: MethodCard) -> dict:
-    return prepared_key(dataset_cfg, cfg.registration, cfg.preprocess, card.dims)
+    return prepared_key(dataset_cfg, cfg.registration, cfg.preprocess, card.dims, _landmark_source(cfg))
+
+
+def _landmark_source(cfg: DictConfig):
+    """The run deriving MR landmarks (``registration.landmarks_from``), or None. Imported here because
+    mr2ct.pipeline.landmarks reads a run's kept segmenter through this module."""
+    from mr2ct.pipeline.landmarks import landmark_source
+
+    return landmark_source(cfg.registration, cfg.paths.cache_dir)

@@ -18,7 +18,8 @@ from mr2ct.methods.card import MethodCard
 from mr2ct.methods.registry import method_class
 from mr2ct.pipeline.kept import kept_dir, kept_test_split
 from mr2ct.pipeline.run import flatten_aggregates
-from mr2ct.registration import median_tre_mm, read_registration_report
+from mr2ct.pipeline.landmarks import landmark_source
+from mr2ct.registration import median_of, median_tre_mm, read_registration_report
 from mr2ct.scoring.baselines import mean_ct_baseline_metrics, mean_training_ct_slice
 from mr2ct.scoring.figures import translation_panel
 from mr2ct.scoring.volumes import dice_summary, image_quality_summary, score_volumes
@@ -41,7 +42,8 @@ def prepared_dataset(dataset_cfg: DatasetConfig, cfg: DictConfig, card: MethodCa
     """A dataset prepared for the method of ``card``: the test split the training run ``source_run`` kept
     (evaluate), else the cache's entry, built on first use."""
     kept = kept_test_split(dataset_cfg, cfg, card, source_run) if source_run is not None else None
-    return kept or prepare_dataset(dataset_cfg, cfg.registration, cfg.preprocess, card.dims, cfg.paths.cache_dir)
+    return kept or prepare_dataset(dataset_cfg, cfg.registration, cfg.preprocess, card.dims, cfg.paths.cache_dir,
+                                   landmark_source=landmark_source(cfg.registration, cfg.paths.cache_dir))
 
 
 def prepared_data(cfg: DictConfig, card: MethodCard, source_run: Path | None = None) -> tuple[Path, SpineDataModule]:
@@ -56,9 +58,19 @@ def prepared_data(cfg: DictConfig, card: MethodCard, source_run: Path | None = N
 
 
 def registration_summary(prepared: Path) -> dict[str, Any]:
-    """The prepared dataset's registration report, for results.json and the W&B run."""
+    """The prepared dataset's registration report, for results.json and the W&B run: the median landmark
+    error after registration, where ground truth exists the medians of the used landmarks' error and of the
+    error against the true transform, which landmarks were used (the deriving run, if any; per subject in
+    ``per_subject``), and the report's rows."""
     rows = read_registration_report(prepared / REGISTRATION_REPORT)
-    return {"median_tre_mm": median_tre_mm(rows), "per_subject": rows}
+    return {
+        "median_tre_mm": median_tre_mm(rows),
+        "median_landmark_error_mm": median_of(rows, "landmark_error_mm"),
+        "median_true_error_mm": median_of(rows, "true_error_mm"),
+        "landmarks_from": load_manifest(prepared).get("landmarks_from"),
+        "derived_landmarks": sum(row.get("landmarks") == "derived" for row in rows),
+        "per_subject": rows,
+    }
 
 
 @dataclass
