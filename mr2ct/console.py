@@ -25,6 +25,10 @@ def translate() -> None:
     _run("mr2ct.translate", "translate")
 
 
+def landmarks() -> None:
+    _run("mr2ct.landmarks", "landmarks")
+
+
 def tables() -> None:
     _run("mr2ct.tables", "tables")
 

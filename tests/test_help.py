@@ -9,7 +9,8 @@ import sys
 import pytest
 from hydra import compose, initialize_config_dir
 
-import mr2ct.phantom.__main__  # noqa: F401  (registers the phantom and tables schemas)
+import mr2ct.landmarks  # noqa: F401  (registers the landmarks, phantom and tables schemas)
+import mr2ct.phantom.__main__  # noqa: F401
 import mr2ct.tables  # noqa: F401
 import mr2ct.translate  # noqa: F401
 from mr2ct.core.cli import CONF_DIR
@@ -21,6 +22,7 @@ ENTRY_POINTS = {
     "prepare": ("prepare", "preprocess.<key>", {"data", "registration", "model"}),
     "evaluate": ("evaluate", "test_sets", None),
     "translate": ("translate", "shard", None),
+    "landmarks": ("landmarks", "overwrite", None),
     "tables": ("tables", "main_registration", None),
     "phantom": ("phantom", "landmark_noise_mm", None),
 }
