@@ -29,6 +29,7 @@ from mr2ct.phantom import generate_subject
 from mr2ct.pipeline.landmarks import RunLandmarks
 from mr2ct.registration import read_registration_report
 from mr2ct.registration.derive import DerivedLandmarks, derive_landmarks, landmark_errors_mm, write_if_plausible
+from mr2ct.report.refinement import refinement_report
 from tests.conftest import TINY, compose_config, train_tiny
 
 SLICE_MM = 3.0  # the phantom MR's slice thickness (L-R)
@@ -314,3 +315,26 @@ def test_a_root_without_mr_landmarks_trains_with_landmarks_from_a_smoke_run(smok
     assert registration["median_landmark_error_mm"] < 0.5  # ground-truth centres, not 3 mm clicks
     assert sorted(p.stem for p in (prepared / DERIVED_LANDMARKS).glob("*.json")) == sorted(
         row["subject"] for row in registration["per_subject"])
+
+
+# --- the loop's report --------------------------------------------------------------------------------------------
+
+
+def test_refinement_report_reads_rounds_and_bootstrap_passes(tmp_path):
+    for k, (landmark, true, dice) in enumerate([(4.8, 2.2, 0.40), (1.1, 0.9, 0.55)]):
+        run = tmp_path / f"round{k}"
+        run.mkdir()
+        registration = {"median_landmark_error_mm": landmark, "median_true_error_mm": true, "median_tre_mm": 3.0,
+                        "landmarks_from": {"run_dir": str(tmp_path / "round0")} if k else None,
+                        "derived_landmarks": 5 * k}
+        (run / "results.json").write_text(json.dumps({
+            "summary": {"data": "phantom_t1w"}, "registration": registration,
+            "datasets": {"phantom_t1w": {"dice": {"aggregates": {"posterior_volume": dice}}}}}))
+    (tmp_path / "pass1.json").write_text(json.dumps({"run_dir": "t2w", "counts": {"ok": 13, "failed": 3, "skipped": 0}}))
+    text, rows = refinement_report([str(tmp_path / "round0"), str(tmp_path / "round1")], [str(tmp_path / "pass1.json")])
+    assert [(r["round"], r["landmarks_from"], r["derived"], r["median_landmark_error_mm"], r["posterior_dice"])
+            for r in rows["rounds"]] == [(0, "files", 0, 4.8, 0.40), (1, "round0", 5, 1.1, 0.55)]
+    assert rows["passes"] == [{"pass": 1, "checkpoint": "t2w", "ok": 13, "failed": 3, "skipped": 0}]
+    assert "| 1 | round0 | 5 | 1.100 | 0.900 | 3.000 | 0.550 |" in text and "| 1 | t2w | 13 | 3 | 0 |" in text
+    with pytest.raises(ValueError, match="runs=.*round9"):
+        refinement_report([str(tmp_path / "round9")], [])
