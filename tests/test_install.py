@@ -11,7 +11,7 @@ import nibabel as nib
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-COMMANDS = ("mr2ct-train", "mr2ct-evaluate", "mr2ct-translate", "mr2ct-tables", "mr2ct-phantom")
+COMMANDS = ("mr2ct-train", "mr2ct-evaluate", "mr2ct-translate", "mr2ct-landmarks", "mr2ct-tables", "mr2ct-phantom")
 
 
 @pytest.mark.slow

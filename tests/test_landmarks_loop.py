@@ -9,7 +9,10 @@ centres are known by construction.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -299,13 +302,15 @@ def test_landmarks_command_with_the_smoke_model_itself_writes_only_plausible_set
 def test_a_root_without_mr_landmarks_trains_with_landmarks_from_a_smoke_run(smoke_run, phantom_root, tmp_path,
                                                                             cache_dir, monkeypatch):
     root = copy_root(phantom_root, tmp_path / "root")
+    source = tmp_path / "source_run"  # a copy, deleted after training: evaluation must not need it
+    shutil.copytree(smoke_run, source)
     monkeypatch.setattr(RunLandmarks, "derive", exact_derive)
     overrides = [o for o in TINY if not o.startswith(("data.", "data="))]
     run = train_tiny(tmp_path / "run", cache_dir, [*overrides, "data=nifti", f"data.root={root}",
-                                                   f"registration.landmarks_from={smoke_run}"])
+                                                   f"registration.landmarks_from={source}"])
     results = json.loads((run / "results.json").read_text())
-    identity = {"run_dir": str(smoke_run.resolve()), "checkpoint": str((smoke_run / "checkpoints" / "last.ckpt").resolve()),
-                "checkpoint_sha256": file_digest(smoke_run / "checkpoints" / "last.ckpt")}
+    identity = {"run_dir": str(source.resolve()), "checkpoint": str((source / "checkpoints" / "last.ckpt").resolve()),
+                "checkpoint_sha256": file_digest(source / "checkpoints" / "last.ckpt")}
     prepared = Path(results["prepared_dataset"])
     key = json.loads((prepared / COMPLETE_MARKER).read_text())
     assert key["registration"] == {"mode": "two_point", "landmarks_from": identity, "override_landmarks": False}
@@ -315,6 +320,15 @@ def test_a_root_without_mr_landmarks_trains_with_landmarks_from_a_smoke_run(smok
     assert registration["median_landmark_error_mm"] < 0.5  # ground-truth centres, not 3 mm clicks
     assert sorted(p.stem for p in (prepared / DERIVED_LANDMARKS).glob("*.json")) == sorted(
         row["subject"] for row in registration["per_subject"])
+
+    shutil.rmtree(source)  # the run keeps what keyed its test data: it evaluates without the deriving run
+    evaluate = [sys.executable, "-m", "mr2ct.evaluate", f"ckpt={run}", "logger=none", "inference.t=2",
+                f"hydra.run.dir={tmp_path / 'evaluation'}"]
+    completed = subprocess.run(evaluate, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                               timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    evaluated = json.loads((tmp_path / "evaluation" / "results.json").read_text())
+    assert evaluated["datasets"]["nifti"]["dice"] == results["datasets"]["nifti"]["dice"]  # Pix2Pix: deterministic
 
 
 # --- the loop's report --------------------------------------------------------------------------------------------

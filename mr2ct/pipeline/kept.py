@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from mr2ct.segment import keep_segmenter
 KEPT = "kept"
 TEST_DATA = "test_data"
 KEPT_MR = "mr"
+LANDMARK_SOURCE = "landmark_source.json"  # identity of the run that derived the MR landmarks (landmarks_from)
 
 
 def kept_dir(run_dir: Path) -> Path:
@@ -33,16 +35,21 @@ def kept_dir(run_dir: Path) -> Path:
 
 def kept_test_split(dataset_cfg: DatasetConfig, cfg: DictConfig, card: MethodCard, run_dir: Path) -> Path | None:
     """The test split of ``dataset_cfg`` kept by the training run ``run_dir``, or None when it kept none."""
-    return find_entry(TEST_DATA, _key(dataset_cfg, cfg, card), kept_dir(run_dir))
+    return find_entry(TEST_DATA, _key(dataset_cfg, cfg, card, _recorded_source(cfg, run_dir)), kept_dir(run_dir))
 
 
 def keep_for_inference(cfg: DictConfig, card: MethodCard, run_dir: Path, scored: list[str]) -> None:
-    """Keep the test split of each scored dataset (by name) and the segmenter in the training run's dir."""
+    """Keep the test split of each scored dataset (by name) and the segmenter in the training run's dir, and
+    the identity of the run that derived its MR landmarks (if one did), which keys the kept split."""
+    source = _landmark_source(cfg)
     for dataset in [cfg.data, *cfg.data.test_sets]:
         if dataset.name in scored:
             entry = prepare_dataset(dataset, cfg.registration, cfg.preprocess, card.dims, cfg.paths.cache_dir,
-                                    landmark_source=_landmark_source(cfg))
-            cached(TEST_DATA, _key(dataset, cfg, card), kept_dir(run_dir), lambda folder: copy_test_split(entry, folder))
+                                    landmark_source=source)
+            cached(TEST_DATA, _key(dataset, cfg, card, source), kept_dir(run_dir),
+                   lambda folder: copy_test_split(entry, folder))
+    if source is not None:
+        (kept_dir(run_dir) / LANDMARK_SOURCE).write_text(json.dumps(source.identity, indent=1))
     keep_segmenter(cfg.segmenter, cfg.paths.cache_dir, kept_dir(run_dir))
 
 
@@ -65,8 +72,8 @@ def copy_test_split(prepared: Path, folder: Path) -> None:
         shutil.copyfile(prepared / REGISTRATION_REPORT, folder / REGISTRATION_REPORT)
 
 
-def _key(dataset_cfg: DatasetConfig, cfg: DictConfig, card: MethodCard) -> dict:
-    return prepared_key(dataset_cfg, cfg.registration, cfg.preprocess, card.dims, _landmark_source(cfg))
+def _key(dataset_cfg: DatasetConfig, cfg: DictConfig, card: MethodCard, source) -> dict:
+    return prepared_key(dataset_cfg, cfg.registration, cfg.preprocess, card.dims, source)
 
 
 def _landmark_source(cfg: DictConfig):
@@ -75,3 +82,19 @@ def _landmark_source(cfg: DictConfig):
     from mr2ct.pipeline.landmarks import landmark_source
 
     return landmark_source(cfg.registration, cfg.paths.cache_dir)
+
+
+@dataclass(frozen=True)
+class RecordedSource:
+    """The identity of the run that derived a training run's MR landmarks, as the training run recorded it."""
+
+    identity: dict
+
+
+def _recorded_source(cfg: DictConfig, run_dir: Path):
+    """The landmark source that keyed ``run_dir``'s kept test data: as recorded there, so the run evaluates
+    without the run that derived its landmarks; else (a run kept before recording) the live source."""
+    recorded = kept_dir(run_dir) / LANDMARK_SOURCE
+    if cfg.registration.get("landmarks_from") is not None and recorded.is_file():
+        return RecordedSource(json.loads(recorded.read_text()))
+    return _landmark_source(cfg)
