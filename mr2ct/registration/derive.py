@@ -32,6 +32,7 @@ import numpy as np
 from scipy import ndimage
 
 from mr2ct.core.io import Volume
+from mr2ct.core.labels import NON_VERTEBRA_LABELS
 from mr2ct.core.subjects import write_landmarks
 from mr2ct.registration.landmarks import Landmarks, check_same_grid, integer_labels
 from mr2ct.registration.refine import landmarks_from_segmentation
@@ -100,8 +101,10 @@ def plausibility_problems(landmarks: Landmarks) -> list[str]:
 
 def derive_landmarks(seg: Volume, subreg: Volume | None = None) -> DerivedLandmarks:
     """Landmarks of an MR-space segmentation (subregions used when given), cleaned to each vertebra's largest
-    component, with quality figures and plausibility problems."""
+    component, with quality figures and plausibility problems. Sacrum and rib labels are left out: they have
+    no body or spinous process to register with."""
     labels = integer_labels(np.asarray(seg.array), "derive_landmarks: seg")
+    labels = np.where(np.isin(labels, list(NON_VERTEBRA_LABELS)), 0, labels)  # sacrum and ribs are no vertebrae
     cleaned, quality = largest_components(labels)
     if subreg is not None:
         check_same_grid(seg, subreg, "derive_landmarks(seg, subreg)")
