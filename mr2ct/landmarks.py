@@ -60,6 +60,8 @@ def derive_root(cfg: DictConfig) -> dict[str, Any]:
     """Derive and write the landmarks of ``cfg.root``'s subjects; return the log (counts and per-subject
     records: status ok | skipped | failed, the reason of a failure, the quality of a success)."""
     root = Path(cfg.root).expanduser().resolve()
+    if not root.is_dir():
+        raise FileNotFoundError(f"root={cfg.root}: not a folder (a subject root: manifest.csv + subject folders)")
     source = RunLandmarks(cfg.ckpt, cfg.cache_dir or default_cache_dir(), device=cfg.device.value, seed=cfg.seed)
     subjects = load_subjects(root, require_mr_landmarks=False)
     records = []
