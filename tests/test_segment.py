@@ -13,9 +13,10 @@ import scipy.ndimage as ndi
 import torch
 from omegaconf import OmegaConf
 
+from mr2ct.core.cache import find_entry
 from mr2ct.core.cli import CONF_DIR
 from mr2ct.core.io import Volume
-from mr2ct.core.labels import ARCH, BODY, SPINOUS_PROCESS, VERTEBRA_IDS
+from mr2ct.core.labels import ARCH, BODY, SACRUM, SPINOUS_PROCESS, VERTEBRA_IDS
 from mr2ct.segment import (
     TOTALSEGMENTATOR_V2_TO_VERSE,
     PhantomUNetSegmenter,
@@ -89,6 +90,9 @@ def test_subregion_classes():
     subreg = np.array([50, BODY, SPINOUS_PROCESS, ARCH, 45, 0])
     assert subregion_classes(seg, subreg, spinous_class=True).tolist() == [0, 1, 3, 2, 2, 0]
     assert subregion_classes(seg, subreg, spinous_class=False).tolist() == [0, 1, 2, 2, 2, 0]
+    seg[5] = SACRUM  # the sacrum: its own class (the last), or background
+    assert subregion_classes(seg, subreg, spinous_class=True, sacrum=4).tolist() == [0, 1, 3, 2, 2, 4]
+    assert subregion_classes(seg, subreg, spinous_class=True).tolist() == [0, 1, 3, 2, 2, 0]
 
 
 # ----------------------------------------------------------------------------------------- numbering
@@ -208,6 +212,23 @@ def test_segment_keeps_the_input_grid_and_voxel_order():
     assert np.array_equal(labels_ras > 0, expected > 0)
     assert set(np.unique(labels_ras)) == {0, L5} and segmentation.labels.array.dtype == np.int16
     assert np.array_equal(subregions_ras, np.array([0, BODY, ARCH, SPINOUS_PROCESS])[expected])
+
+
+def test_sacrum_class_is_labelled_sacrum_and_not_numbered(monkeypatch):
+    """Below the lowest body lies the sacrum: as its own class it gets the sacrum's label, no subregion, and
+    the caudal anchor still names the lowest body L5 (S1 taken for a body would shift every number by one)."""
+    body, bone, maps = three_vertebrae()
+    cfg = SegmenterConfig(channels=[4, 8, 8], spacing_mm=1.0, context_mm=0.0, min_body_mm3=20.0)
+    classes = np.where(body, 1, np.where(bone, 2, 0)).astype(np.uint8)
+    classes[2:6, 15:25, 0:2] = phantom_unet.sacrum_class(cfg)
+    classes[2:6, 10:15, 0:2] = 1  # a sacral segment predicted as a body, below the sacrum's top: sacrum too
+    monkeypatch.setattr(phantom_unet, "predict_classes", lambda net, volume, cfg: classes)
+    volume = Volume(np.zeros(classes.shape, np.float32), np.diag([3.0, 1.0, 1.0, 1.0]))
+    segmentation = PhantomUNetSegmenter(ThresholdNet(), cfg).segment(volume)
+    labels, subregions = segmentation.labels.array, segmentation.subregions.array
+    assert np.all(labels[2:6, 10:25, 0:2] == SACRUM) and np.all(subregions[2:6, 10:25, 0:2] == 0)
+    assert np.all(labels[2:6, 15:25, 3:11] == L5) and np.all(labels[2:6, 15:25, 15:23] == L4)
+    assert set(np.unique(labels)) == {0, L3, L4, L5, SACRUM}
 
 
 # ------------------------------------------------------------------------------------ command segmenter
@@ -337,7 +358,7 @@ def test_phantom_unet_trains_once_caches_and_segments(tmp_path, monkeypatch):
         assert volume.shape == subject.oracle_ct.shape
         assert np.allclose(volume.affine, subject.oracle_ct.affine)
     assert result.labels.array.dtype == np.int16
-    assert set(np.unique(result.labels.array)) <= {0} | set(range(1, 25))
+    assert set(np.unique(result.labels.array)) <= {0, SACRUM} | set(range(1, 25))
     assert set(np.unique(result.subregions.array)) <= {0, BODY, ARCH, SPINOUS_PROCESS}
 
 
@@ -358,3 +379,36 @@ def test_split_of_a_seed_few_voxels_tall_does_not_fail():
     split, count = split_tall_seeds(seeds, 3, np.eye(4), split_ratio=1.6)
     assert count == 4
     assert sorted(np.unique(split[1, 1, 6:8])) == [3, 4]
+
+
+# ------------------------------------------------------------------------------ phantom_unet: the shipped entry
+def default_segmenter_config() -> SegmenterConfig:
+    """The segmenter settings of the default run, composed from the real config file."""
+    merged = OmegaConf.merge(OmegaConf.structured(SegmenterConfig), OmegaConf.load(CONF / "phantom_unet.yaml"))
+    return OmegaConf.to_object(merged)
+
+
+def test_default_segmenter_ships_with_the_package_and_loads_without_training(tmp_path, monkeypatch):
+    cfg = default_segmenter_config()
+    shipped = find_entry(phantom_unet.CACHE_KIND, phantom_unet.cache_key(cfg), phantom_unet.SHIPPED_DIR)
+    assert shipped is not None, "the shipped segmenter is stale: run `make segmenter-weights` and commit it"
+    heldout = json.loads((shipped / "heldout.json").read_text())
+    assert heldout["mean"]["bone"] > 0.9 and heldout["mean"]["posterior"] > 0.85
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the default segmenter was trained although it ships with the package")
+
+    monkeypatch.setattr(phantom_unet, "train_network", no_training)
+    segmenter = build_segmenter(cfg, tmp_path)
+    assert segmenter.entry == shipped
+    assert not any(tmp_path.iterdir())  # no phantom generated, nothing cached
+    kept = phantom_unet.keep(cfg, tmp_path / "cache", tmp_path / "kept")  # a run keeps a copy of it
+    assert (kept / "weights.pt").read_bytes() == (shipped / "weights.pt").read_bytes()
+
+
+def test_segmenter_cache_key_follows_the_phantom_version(monkeypatch):
+    import mr2ct.phantom
+
+    key = phantom_unet.cache_key(SegmenterConfig(**TINY))
+    monkeypatch.setattr(mr2ct.phantom, "PHANTOM_VERSION", mr2ct.phantom.PHANTOM_VERSION + 1)
+    assert phantom_unet.cache_key(SegmenterConfig(**TINY)) != key

@@ -197,6 +197,7 @@ class SegmenterConfig:
     spacing_mm: float = 2.0  # in-plane working spacing of the sagittal slices
     context_mm: float = 3.0  # neighbour planes at +-context_mm (left-right) as extra channels; 0 disables
     spinous_class: bool = True  # spinous process as its own class (else part of "posterior")
+    sacrum_class: bool = True  # the sacrum as its own class (else background), so S1 is not taken for L5
     # --- phantom_unet: optimisation
     steps: int = 600
     batch_size: int = 16

@@ -93,6 +93,20 @@ def seed_numbers(centroids_z_mm: np.ndarray, region: str, anchor: str) -> np.nda
     return np.clip(ids, FIRST_ID, LAST_ID)
 
 
+def sacral_bodies(body: np.ndarray, sacrum: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """The ``body`` components centred below the top of the sacrum (its largest component): sacral segments
+    taken for vertebral bodies, which would otherwise be numbered L5 and shift every number by one."""
+    components, count = ndimage.label(body)
+    parts, n_parts = ndimage.label(sacrum)
+    if count == 0 or n_parts == 0:
+        return np.zeros(body.shape, dtype=bool)
+    largest = 1 + int(np.argmax(np.bincount(parts.ravel(), minlength=n_parts + 1)[1:]))
+    top = (np.argwhere(parts == largest) @ affine[:3, :3].T + affine[:3, 3])[:, 2].max()
+    centroids = np.array(ndimage.center_of_mass(body, components, np.arange(1, count + 1)))
+    heights = (centroids @ affine[:3, :3].T + affine[:3, 3])[:, 2]
+    return np.isin(components, 1 + np.flatnonzero(heights < top))
+
+
 def number_vertebrae(
     body: np.ndarray,
     bone: np.ndarray,

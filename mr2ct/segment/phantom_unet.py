@@ -10,13 +10,21 @@ Slices: the CT is put into RAS+ voxel order; each sagittal plane (axis 0) is res
 ``spacing_mm``; with ``context_mm > 0`` the planes ``context_mm`` to the left and right (linear
 interpolation along left-right, clamped at the edges) are extra input channels, so the same physical
 context reaches the network on 3 mm MR grids and on 1 mm CTs alike. Logits go back to the input grid
-bilinearly and the argmax gives classes: background, body, posterior elements, and (``spinous_class``)
-the spinous process. Vertebra numbers come from :mod:`mr2ct.segment.numbering`.
+bilinearly and the argmax gives classes: background, body, posterior elements, (``spinous_class``) the
+spinous process and (``sacrum_class``) the sacrum. The sacrum has its own class because S1 looks like a
+vertebral body: learnt as background, its top was predicted as a body often enough that the lowest body
+was S1, not L5, and every number was one off (caudal anchor); body components centred below the top of the
+predicted sacrum join it (:func:`mr2ct.segment.numbering.sacral_bodies`). Vertebra numbers come from :mod:`mr2ct.segment.numbering`.
 
 The cache entry (``mr2ct.core.cache.cached("segmenter", key, ...)``) holds ``weights.pt`` (a state_dict, loaded
 with ``weights_only=True``), ``segmenter.json`` (the config) and ``heldout.json`` (Dice on the phantom
 subjects not used for training: bone per volume, body, posterior, per vertebra, and vertebra-number
-agreement).
+agreement). The key includes the phantom version, so a segmenter never outlives the phantom it learnt.
+
+The entry of the default settings ships with the package (``mr2ct/segment/pretrained``), as a real CT
+segmentation model ships its weights: a fresh install runs the main job without first training a segmenter
+(about 1 min 45 s on 2 CPU cores). Other settings train on first use. ``make segmenter-weights`` rebuilds the
+shipped entry after a change of the default settings or the phantom (a test fails until it is rebuilt).
 """
 
 from __future__ import annotations
@@ -45,7 +53,7 @@ from mr2ct.core.config import (
     SegmenterConfig,
 )
 from mr2ct.core.io import Volume
-from mr2ct.core.labels import ARCH, BODY, SPINOUS_PROCESS, vertebra_mask
+from mr2ct.core.labels import ARCH, BODY, SACRUM, SPINOUS_PROCESS, vertebra_mask
 from mr2ct.core.values import AIR_HU, ct_to_model
 from mr2ct.core.values import BACKGROUND as AIR_MODEL
 from mr2ct.metrics.dice import (
@@ -56,10 +64,11 @@ from mr2ct.metrics.dice import (
     mean_over_vertebrae,
 )
 from mr2ct.segment.base import Segmentation, from_canonical, to_canonical
-from mr2ct.segment.numbering import number_vertebrae
+from mr2ct.segment.numbering import number_vertebrae, sacral_bodies
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the sacrum class, sacral segments taken for bodies join the sacrum
 CACHE_KIND = "segmenter"
+SHIPPED_DIR = Path(__file__).parent / "pretrained"  # a cache folder holding the default settings' entry
 WEIGHTS, CONFIG_FILE, HELDOUT = "weights.pt", "segmenter.json", "heldout.json"
 BACKGROUND, BODY_CLASS, POSTERIOR_CLASS, SPINOUS_CLASS = 0, 1, 2, 3
 CLASS_SUBREGION = np.array([0, BODY, ARCH, SPINOUS_PROCESS], dtype=np.int16)
@@ -67,22 +76,29 @@ CLASS_SUBREGION = np.array([0, BODY, ARCH, SPINOUS_PROCESS], dtype=np.int16)
 
 # ------------------------------------------------------------------------------------------ classes, grids
 def n_classes(cfg: SegmenterConfig) -> int:
-    return 4 if cfg.spinous_class else 3
+    return 3 + int(cfg.spinous_class) + int(cfg.sacrum_class)
+
+
+def sacrum_class(cfg: SegmenterConfig) -> int | None:
+    """The sacrum's class (the last one), or None when it is learnt as background."""
+    return n_classes(cfg) - 1 if cfg.sacrum_class else None
 
 
 def n_inputs(cfg: SegmenterConfig) -> int:
     return 3 if cfg.context_mm > 0 else 1
 
 
-def subregion_classes(seg: np.ndarray, subreg: np.ndarray, spinous_class: bool) -> np.ndarray:
-    """Training classes from ground truth: vertebra bone split into body, spinous process, other posterior.
-
-    Other bones (sacrum, ribs) are background: the segmenter learns vertebrae only."""
+def subregion_classes(seg: np.ndarray, subreg: np.ndarray, spinous_class: bool, sacrum: int | None = None
+                      ) -> np.ndarray:
+    """Training classes from ground truth: vertebra bone split into body, spinous process, other posterior,
+    and the sacrum as class ``sacrum`` (None: background). Ribs are background."""
     vertebra = vertebra_mask(seg)
     classes = np.where(vertebra, POSTERIOR_CLASS, BACKGROUND).astype(np.uint8)
     classes[vertebra & (subreg == BODY)] = BODY_CLASS
     if spinous_class:
         classes[vertebra & (subreg == SPINOUS_PROCESS)] = SPINOUS_CLASS
+    if sacrum is not None:
+        classes[seg == SACRUM] = sacrum
     return classes
 
 
@@ -273,9 +289,12 @@ class PhantomUNetSegmenter:
             raise ValueError(f"phantom_unet segmenter: expected a finite 3D CT, got shape {ct_hu.shape}")
         canonical, back = to_canonical(ct_hu)
         classes = predict_classes(self.net, canonical, self.cfg)
-        labels = number_vertebrae(classes == BODY_CLASS, classes > 0, canonical.affine, self.cfg.region,
-                                  self.cfg.anchor, self.cfg.min_body_mm3, self.cfg.split_ratio)
-        subregions = CLASS_SUBREGION[classes]
+        sacrum = classes == sacrum_class(self.cfg)  # all False without a sacrum class
+        sacrum |= sacral_bodies(classes == BODY_CLASS, sacrum, canonical.affine)
+        labels = number_vertebrae((classes == BODY_CLASS) & ~sacrum, (classes > 0) & ~sacrum, canonical.affine,
+                                  self.cfg.region, self.cfg.anchor, self.cfg.min_body_mm3, self.cfg.split_ratio)
+        labels[sacrum] = SACRUM
+        subregions = CLASS_SUBREGION[np.where(sacrum, BACKGROUND, classes)]
         return Segmentation(from_canonical(labels, back, ct_hu), from_canonical(subregions, back, ct_hu))
 
 
@@ -300,9 +319,12 @@ def mean_scores(per_subject: dict[str, dict[str, float]]) -> dict[str, float]:
 
 # ------------------------------------------------------------------------------------------------- cache
 def cache_key(cfg: SegmenterConfig) -> dict:
-    """Exactly the settings that determine the trained weights and held-out numbers."""
+    """Exactly what determines the trained weights and held-out numbers: the settings and the phantom version."""
+    from mr2ct.phantom import PHANTOM_VERSION
+
     ignored = set(RUNTIME_FIELDS) | set(COMMAND_FIELDS)
-    return {"format": FORMAT_VERSION, **{k: v for k, v in asdict(cfg).items() if k not in ignored}}
+    return {"format": FORMAT_VERSION, "phantom_version": PHANTOM_VERSION,
+            **{k: v for k, v in asdict(cfg).items() if k not in ignored}}
 
 
 def phantom_subjects(cfg: SegmenterConfig, cache_dir: str | Path) -> list:
@@ -328,7 +350,7 @@ def build_entry(cfg: SegmenterConfig, cache_dir: str | Path, folder: Path) -> No
     subjects = phantom_subjects(cfg, cache_dir)
     training = [s for s in subjects if s.split == "train"]
     heldout = [s for s in subjects if s.split != "train"]
-    volumes = [(s.oracle_ct, subregion_classes(s.mr_seg.array, s.mr_subreg.array, cfg.spinous_class))
+    volumes = [(s.oracle_ct, subregion_classes(s.mr_seg.array, s.mr_subreg.array, cfg.spinous_class, sacrum_class(cfg)))
                for s in training]
     net, stats = train_network(volumes, cfg)
     torch.save(net.state_dict(), folder / WEIGHTS)
@@ -349,18 +371,38 @@ def build_entry(cfg: SegmenterConfig, cache_dir: str | Path, folder: Path) -> No
 
 def load_or_train(cfg: SegmenterConfig, cache_dir: str | Path, kept_dir: Path | None = None) -> PhantomUNetSegmenter:
     """The segmenter for ``cfg``: the copy a training run kept in ``kept_dir`` when its settings match, else the
-    cached one, trained on first use."""
-    kept = find_entry(CACHE_KIND, cache_key(cfg), kept_dir) if kept_dir is not None else None
-    entry = kept or cached(CACHE_KIND, cache_key(cfg), cache_dir, lambda folder: build_entry(cfg, cache_dir, folder))
+    shipped one when they are the default's, else the cached one, trained on first use."""
+    key = cache_key(cfg)
+    found = (find_entry(CACHE_KIND, key, kept_dir) if kept_dir is not None else None) or find_entry(
+        CACHE_KIND, key, SHIPPED_DIR)
+    entry = found or cached(CACHE_KIND, key, cache_dir, lambda folder: build_entry(cfg, cache_dir, folder))
     return PhantomUNetSegmenter.from_entry(entry, cfg)
 
 
-def keep(cfg: SegmenterConfig, cache_dir: str | Path, kept_dir: Path) -> Path:
-    """Copy the segmenter's weights and settings into ``kept_dir`` (a run dir's own cache-like folder)."""
-    source = load_or_train(cfg, cache_dir).entry
+def copy_entry(cfg: SegmenterConfig, source: Path, cache_dir: Path) -> Path:
+    """``source``'s weights, settings and held-out scores as the entry for ``cfg`` in ``cache_dir``."""
 
     def copy(folder: Path) -> None:
         for name in (WEIGHTS, CONFIG_FILE, HELDOUT):
             shutil.copyfile(source / name, folder / name)
 
-    return cached(CACHE_KIND, cache_key(cfg), kept_dir, copy)
+    return cached(CACHE_KIND, cache_key(cfg), cache_dir, copy)
+
+
+def rebuild_shipped(cache_dir: str | Path) -> Path:
+    """Train the default settings' segmenter (in ``cache_dir``, or take it from there) and make it the shipped
+    entry, replacing the shipped entries of older settings (``make segmenter-weights``)."""
+    from omegaconf import OmegaConf
+
+    import mr2ct.conf
+
+    default = Path(mr2ct.conf.__file__).parent / "segmenter" / "phantom_unet.yaml"
+    cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(SegmenterConfig), OmegaConf.load(default)))
+    trained = cached(CACHE_KIND, cache_key(cfg), cache_dir, lambda folder: build_entry(cfg, cache_dir, folder))
+    shutil.rmtree(SHIPPED_DIR / CACHE_KIND, ignore_errors=True)
+    return copy_entry(cfg, trained, SHIPPED_DIR)
+
+
+def keep(cfg: SegmenterConfig, cache_dir: str | Path, kept_dir: Path) -> Path:
+    """Copy the segmenter's weights and settings into ``kept_dir`` (a run dir's own cache-like folder)."""
+    return copy_entry(cfg, load_or_train(cfg, cache_dir).entry, kept_dir)
