@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The CPU build of torch; on a GPU machine install the CUDA build of the same version first.
 TORCH ?= torch==2.13.0
 
-.PHONY: install install-package deps run test test-full test-install bench clean
+.PHONY: install install-package deps run test test-full test-install bench segmenter-weights clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ test-install:
 
 bench:
 	@for script in benchmarks/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+# Retrain the shipped default CT segmenter (mr2ct/segment/pretrained) after its settings or the phantom change.
+segmenter-weights:
+	$(BIN)/python -c "from mr2ct.segment.phantom_unet import rebuild_shipped; print(rebuild_shipped('.cache/segmenter-weights'))"
 
 clean:
 	rm -rf outputs multirun .cache .pytest_cache build
