@@ -283,6 +283,19 @@ def test_landmarks_command_skips_subjects_with_landmarks_unless_overwrite(stand_
     assert np.median(errors) > 2.0
 
 
+@pytest.mark.parametrize("argument, message", [
+    ("root={tmp}/nowhere", "error: root={tmp}/nowhere: not a folder"),
+    ("ckpt={tmp}/nowhere", "error: ckpt={tmp}/nowhere: no checkpoint at {tmp}/nowhere"),
+])
+def test_landmarks_command_refuses_a_bad_root_or_checkpoint_in_one_line(stand_in_run, tmp_path, argument, message):
+    command = [sys.executable, "-m", "mr2ct.landmarks", f"ckpt={stand_in_run}", f"root={tmp_path}",
+               argument.format(tmp=tmp_path)]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert completed.returncode == 1 and completed.stderr.count("\n") == 1, completed.stderr
+    assert completed.stderr.startswith(message.format(tmp=tmp_path)), completed.stderr
+
+
 @pytest.mark.slow
 def test_landmarks_command_with_the_smoke_model_itself_writes_only_plausible_sets(smoke_run, phantom_root, tmp_path):
     """The real path (translate, segment, derive) end to end: each subject is written with its provenance or
