@@ -48,7 +48,7 @@ from mr2ct.registration import (
 )
 from mr2ct.registration.derive import DerivedLandmarks, write_if_plausible
 
-FORMAT_VERSION = 3  # 3: test records carry reference_iso_* where the subject has isotropic ground truth
+FORMAT_VERSION = 4  # 3: test records carry reference_iso_*; 4: the registration report says which landmarks and their errors
 SPLITS = ("train", "val", "test")
 MANIFEST = "manifest.json"
 REGISTRATION_REPORT = "registration_report.csv"
