@@ -62,7 +62,7 @@ from mr2ct.core.io import Volume
 from mr2ct.core.runinfo import run_metadata, write_json
 from mr2ct.core.values import model_to_ct
 from mr2ct.data.preprocess import mr_on_prepared_grid
-from mr2ct.inference.checkpoint import load_method, locate_checkpoint, resolve_device, trained_config
+from mr2ct.inference.checkpoint import kept_dir, load_method, locate_checkpoint, resolve_device, trained_config
 from mr2ct.inference.inputs import InputItem, discover_inputs, in_shard, parse_shard, read_input
 from mr2ct.inference.outputs import (
     Content,
@@ -81,7 +81,6 @@ from mr2ct.inference.records import (
 )
 from mr2ct.inference.volume import iso_grid, segments_on_iso_grid, translate_volume
 from mr2ct.methods.base import TranslationModule
-from mr2ct.pipeline.kept import kept_dir
 from mr2ct.segment import Segmentation, Segmenter, build_segmenter
 
 

@@ -1,5 +1,6 @@
-"""A trained run as inference sees it: where its checkpoint is, its resolved config, and the method loaded
-from its weights. Entry points that use a trained model (evaluate, translate) share this."""
+"""A trained run as inference sees it: where its checkpoint is, its resolved config, the folder of what it kept
+for later use (test data, segmenter), and the method loaded from its weights. Entry points that use a trained
+model (evaluate, translate, landmarks) share this."""
 
 from __future__ import annotations
 
@@ -11,6 +12,13 @@ from omegaconf import DictConfig, OmegaConf
 from mr2ct.core.config import TrainConfig
 from mr2ct.methods.base import TranslationModule
 from mr2ct.methods.registry import method_class
+
+KEPT = "kept"
+
+
+def kept_dir(run_dir: Path) -> Path:
+    """The run dir's folder of what inference needs again (mr2ct.pipeline.kept fills it)."""
+    return Path(run_dir) / KEPT
 
 
 def locate_checkpoint(ckpt: str | Path) -> tuple[Path, Path]:

@@ -20,17 +20,14 @@ from omegaconf import DictConfig
 from mr2ct.core.cache import cached, find_entry
 from mr2ct.core.config import DatasetConfig
 from mr2ct.data.preprocess import MANIFEST, REGISTRATION_REPORT, load_manifest, prepare_dataset, prepared_key
+from mr2ct.inference.checkpoint import kept_dir
 from mr2ct.methods.card import MethodCard
+from mr2ct.pipeline.landmarks import landmark_source
 from mr2ct.segment import keep_segmenter
 
-KEPT = "kept"
 TEST_DATA = "test_data"
 KEPT_MR = "mr"
 LANDMARK_SOURCE = "landmark_source.json"  # identity of the run that derived the MR landmarks (landmarks_from)
-
-
-def kept_dir(run_dir: Path) -> Path:
-    return Path(run_dir) / KEPT
 
 
 def kept_test_split(dataset_cfg: DatasetConfig, cfg: DictConfig, card: MethodCard, run_dir: Path) -> Path | None:
@@ -77,10 +74,7 @@ def _key(dataset_cfg: DatasetConfig, cfg: DictConfig, card: MethodCard, source) 
 
 
 def _landmark_source(cfg: DictConfig):
-    """The run deriving MR landmarks (``registration.landmarks_from``), or None. Imported here because
-    mr2ct.pipeline.landmarks reads a run's kept segmenter through this module."""
-    from mr2ct.pipeline.landmarks import landmark_source
-
+    """The run deriving MR landmarks (``registration.landmarks_from``), or None."""
     return landmark_source(cfg.registration, cfg.paths.cache_dir)
 
 

@@ -21,11 +21,10 @@ from mr2ct.core.io import Volume
 from mr2ct.core.subjects import Subject
 from mr2ct.core.values import model_to_ct
 from mr2ct.data.preprocess import mr_on_prepared_grid
-from mr2ct.inference.checkpoint import load_method, locate_checkpoint, resolve_device, trained_config
+from mr2ct.inference.checkpoint import kept_dir, load_method, locate_checkpoint, resolve_device, trained_config
 from mr2ct.inference.outputs import onto_mr_grid
 from mr2ct.inference.records import file_digest
 from mr2ct.inference.volume import translate_volume
-from mr2ct.pipeline.kept import kept_dir
 from mr2ct.registration.derive import DerivedLandmarks, derive_landmarks
 from mr2ct.segment import Segmentation, build_segmenter
 

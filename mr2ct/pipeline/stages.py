@@ -13,12 +13,13 @@ from mr2ct.core.config import DatasetConfig, InferenceConfig
 from mr2ct.data.datamodule import SpineDataModule, TestVolume
 from mr2ct.data.preprocess import REGISTRATION_REPORT, load_manifest, prepare_dataset
 from mr2ct.data.sources import dataset_contrasts
+from mr2ct.inference.checkpoint import kept_dir
 from mr2ct.methods.base import TranslationModule
 from mr2ct.methods.card import MethodCard
 from mr2ct.methods.registry import method_class
-from mr2ct.pipeline.kept import kept_dir, kept_test_split
-from mr2ct.pipeline.run import flatten_aggregates
+from mr2ct.pipeline.kept import kept_test_split
 from mr2ct.pipeline.landmarks import landmark_source
+from mr2ct.pipeline.run import flatten_aggregates
 from mr2ct.registration import median_of, median_tre_mm, read_registration_report
 from mr2ct.scoring.baselines import mean_ct_baseline_metrics, mean_training_ct_slice
 from mr2ct.scoring.figures import translation_panel

@@ -22,7 +22,8 @@ import numpy as np  # noqa: E402
 
 from mr2ct.core.io import load_nifti  # noqa: E402
 from mr2ct.core.values import ct_to_model  # noqa: E402
-from mr2ct.pipeline.kept import TEST_DATA, kept_dir  # noqa: E402
+from mr2ct.inference.checkpoint import kept_dir  # noqa: E402
+from mr2ct.pipeline.kept import TEST_DATA  # noqa: E402
 from mr2ct.report.runs import RunRecord  # noqa: E402
 from mr2ct.report.tables import REGISTRATION_LABELS, REGISTRATION_ORDER  # noqa: E402
 from mr2ct.scoring.figures import sagittal_view, spine_centre_slice  # noqa: E402
