@@ -23,6 +23,10 @@ def test_package_install_gives_working_console_scripts(tmp_path: Path):
     site = subprocess.run([venv / "bin" / "python", "-c", "import mr2ct, sys; print(mr2ct.__file__)"],
                           capture_output=True, text=True, cwd=tmp_path)
     assert REPO_ROOT not in Path(site.stdout.strip()).parents  # the installed copy, not the checkout
+    shipped = subprocess.run([venv / "bin" / "python", "-c", "from mr2ct.segment.phantom_unet import SHIPPED_DIR; "
+                              "print(*sorted(p.name for p in SHIPPED_DIR.glob('segmenter/*/*')))"],
+                             capture_output=True, text=True, cwd=tmp_path)
+    assert {"weights.pt", "segmenter.json", "heldout.json"} <= set(shipped.stdout.split()), shipped.stderr[-2000:]
     workdir = tmp_path / "elsewhere"
     workdir.mkdir()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MR2CT_CACHE": str(tmp_path / "cache")}
