@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import locale
 import os
 from pathlib import Path
 
@@ -57,6 +58,17 @@ def train_tiny(run_dir: Path, cache_dir: Path, overrides: list[str]) -> Path:
     run_task(compose_config([*overrides, "logger=none", f"paths.cache_dir={cache_dir}", f"paths.output_dir={run_dir}"]),
              "train", train)
     return run_dir
+
+
+SESSION_LOCALE = locale.setlocale(locale.LC_ALL)
+
+
+@pytest.fixture(autouse=True)
+def restored_locale():
+    """GDCM's DICOM writer (the tests make DICOM series with it; mr2ct only reads DICOM) sets the C locale for the
+    whole process, after which Python decodes subprocess output as ASCII: every test ends in the session's locale."""
+    yield
+    locale.setlocale(locale.LC_ALL, SESSION_LOCALE)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -4,7 +4,6 @@ small real files written here with nibabel and SimpleITK."""
 
 from __future__ import annotations
 
-import locale
 from pathlib import Path
 
 import nibabel as nib
@@ -95,15 +94,6 @@ def test_truncated_files_are_refused_as_truncated(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------- DICOM
-@pytest.fixture(autouse=True)
-def restored_locale():
-    """GDCM's DICOM writer (used here to make test series; mr2ct only reads DICOM) sets the C locale for the
-    whole process, after which Python decodes subprocess output as ASCII: restore it for the other tests."""
-    before = locale.setlocale(locale.LC_ALL)
-    yield
-    locale.setlocale(locale.LC_ALL, before)
-
-
 SAGITTAL_LPS = (0, 0, 1, 1, 0, 0, 0, -1, 0)  # columns: i posterior, j inferior, k (slices) left
 
 
