@@ -14,7 +14,8 @@ bilinearly and the argmax gives classes: background, body, posterior elements, (
 spinous process and (``sacrum_class``) the sacrum. The sacrum has its own class because S1 looks like a
 vertebral body: learnt as background, its top was predicted as a body often enough that the lowest body
 was S1, not L5, and every number was one off (caudal anchor); body components centred below the top of the
-predicted sacrum join it (:func:`mr2ct.segment.numbering.sacral_bodies`). Vertebra numbers come from :mod:`mr2ct.segment.numbering`.
+predicted sacrum join it (:func:`mr2ct.segment.numbering.sacral_bodies`). Vertebra numbers come from
+:mod:`mr2ct.segment.numbering`.
 
 The cache entry (``mr2ct.core.cache.cached("segmenter", key, ...)``) holds ``weights.pt`` (a state_dict, loaded
 with ``weights_only=True``), ``segmenter.json`` (the config) and ``heldout.json`` (Dice on the phantom
@@ -350,7 +351,8 @@ def build_entry(cfg: SegmenterConfig, cache_dir: str | Path, folder: Path) -> No
     subjects = phantom_subjects(cfg, cache_dir)
     training = [s for s in subjects if s.split == "train"]
     heldout = [s for s in subjects if s.split != "train"]
-    volumes = [(s.oracle_ct, subregion_classes(s.mr_seg.array, s.mr_subreg.array, cfg.spinous_class, sacrum_class(cfg)))
+    volumes = [(s.oracle_ct,
+                subregion_classes(s.mr_seg.array, s.mr_subreg.array, cfg.spinous_class, sacrum_class(cfg)))
                for s in training]
     net, stats = train_network(volumes, cfg)
     torch.save(net.state_dict(), folder / WEIGHTS)
