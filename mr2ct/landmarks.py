@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import Any, Optional
 
@@ -24,18 +23,11 @@ from mr2ct.core.cache import default_cache_dir
 from mr2ct.core.cli import hydra_entry, refuse_user_errors
 from mr2ct.core.runinfo import run_metadata, write_json
 from mr2ct.core.subjects import load_subjects
+from mr2ct.inference.checkpoint import Device
 from mr2ct.pipeline.landmarks import RunLandmarks
 from mr2ct.registration.derive import write_if_plausible
 
 LANDMARKS_FILE = "mr_landmarks.json"
-
-
-class Device(Enum):
-    """Where the networks run; an enum so ``device=gpu`` is refused at start with the valid choices."""
-
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
 
 
 @dataclass

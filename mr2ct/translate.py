@@ -44,7 +44,6 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import Any, Optional
 
@@ -62,7 +61,8 @@ from mr2ct.core.io import Volume
 from mr2ct.core.runinfo import run_metadata, write_json
 from mr2ct.core.values import model_to_ct
 from mr2ct.data.preprocess import mr_on_prepared_grid
-from mr2ct.inference.checkpoint import kept_dir, load_method, locate_checkpoint, resolve_device, trained_config
+from mr2ct.inference.checkpoint import (Device, kept_dir, load_method, locate_checkpoint, resolve_device,
+                                       trained_config)
 from mr2ct.inference.inputs import InputItem, discover_inputs, in_shard, parse_shard, read_input
 from mr2ct.inference.outputs import (
     Content,
@@ -82,14 +82,6 @@ from mr2ct.inference.records import (
 from mr2ct.inference.volume import iso_grid, segments_on_iso_grid, translate_volume
 from mr2ct.methods.base import TranslationModule
 from mr2ct.segment import Segmentation, Segmenter, build_segmenter
-
-
-class Device(Enum):
-    """Where the networks run; an enum so ``device=gpu`` is refused at start with the valid choices."""
-
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
 
 
 @dataclass

@@ -4,6 +4,7 @@ model (evaluate, translate, landmarks) share this."""
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 
 import torch
@@ -14,6 +15,15 @@ from mr2ct.methods.base import TranslationModule
 from mr2ct.methods.registry import method_class
 
 KEPT = "kept"
+
+
+class Device(Enum):
+    """Where the networks run (``device=`` of translate and landmarks); an enum so ``device=gpu`` is refused at
+    start with the valid choices."""
+
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
 
 
 def kept_dir(run_dir: Path) -> Path:
