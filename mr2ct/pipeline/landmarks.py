@@ -21,6 +21,7 @@ from mr2ct.core.io import Volume
 from mr2ct.core.subjects import Subject
 from mr2ct.core.values import model_to_ct
 from mr2ct.data.preprocess import mr_on_prepared_grid
+from mr2ct.data.sources import plain_config
 from mr2ct.inference.checkpoint import kept_dir, load_method, locate_checkpoint, resolve_device, trained_config
 from mr2ct.inference.outputs import onto_mr_grid
 from mr2ct.inference.records import file_digest
@@ -86,9 +87,9 @@ class RunLandmarks:
             "derived": True,
             **self.identity,
             "method": self.config.model.name,
-            "inference": _plain(self.config.inference),
+            "inference": plain_config(self.config.inference),
             "seed": self.seed,
-            "segmenter": {k: v for k, v in _plain(self.config.segmenter).items() if k not in RUNTIME_FIELDS},
+            "segmenter": {k: v for k, v in plain_config(self.config.segmenter).items() if k not in RUNTIME_FIELDS},
         }
 
 
@@ -98,10 +99,6 @@ def landmark_source(registration_cfg: Any, cache_dir: str) -> RunLandmarks | Non
     if landmarks_from is None:
         return None
     return _run_landmarks(str(landmarks_from), str(cache_dir))
-
-
-def _plain(node: Any) -> Any:
-    return OmegaConf.to_container(node, resolve=True, enum_to_str=True)
 
 
 _SOURCES: dict[tuple[str, str], RunLandmarks] = {}
