@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 
 from mr2ct.core.cli import hydra_entry, refuse_user_errors
 from mr2ct.core.io import atomic_write_text
+from mr2ct.report.render import markdown_table
 
 ROUND_COLUMNS = ("round", "landmarks_from", "derived", "median_landmark_error_mm", "median_true_error_mm",
                  "median_tre_mm", "posterior_dice")
@@ -81,8 +82,7 @@ def markdown(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
     def cell(value: Any) -> str:
         return "n/a" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
 
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    return "\n".join(lines + ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows])
+    return markdown_table(columns, [[cell(row.get(c)) for c in columns] for row in rows])
 
 
 def refinement_report(runs: list[str], passes: list[str]) -> tuple[str, dict[str, list[dict[str, Any]]]]:
