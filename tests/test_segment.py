@@ -382,14 +382,8 @@ def test_split_of_a_seed_few_voxels_tall_does_not_fail():
 
 
 # ------------------------------------------------------------------------------ phantom_unet: the shipped entry
-def default_segmenter_config() -> SegmenterConfig:
-    """The segmenter settings of the default run, composed from the real config file."""
-    merged = OmegaConf.merge(OmegaConf.structured(SegmenterConfig), OmegaConf.load(CONF / "phantom_unet.yaml"))
-    return OmegaConf.to_object(merged)
-
-
 def test_default_segmenter_ships_with_the_package_and_loads_without_training(tmp_path, monkeypatch):
-    cfg = default_segmenter_config()
+    cfg = phantom_unet.default_settings()
     shipped = find_entry(phantom_unet.CACHE_KIND, phantom_unet.cache_key(cfg), phantom_unet.SHIPPED_DIR)
     assert shipped is not None, "the shipped segmenter is stale: run `make segmenter-weights` and commit it"
     heldout = json.loads((shipped / "heldout.json").read_text())

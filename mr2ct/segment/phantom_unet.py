@@ -391,15 +391,20 @@ def copy_entry(cfg: SegmenterConfig, source: Path, cache_dir: Path) -> Path:
     return cached(CACHE_KIND, cache_key(cfg), cache_dir, copy)
 
 
-def rebuild_shipped(cache_dir: str | Path) -> Path:
-    """Train the default settings' segmenter (in ``cache_dir``, or take it from there) and make it the shipped
-    entry, replacing the shipped entries of older settings (``make segmenter-weights``)."""
+def default_settings() -> SegmenterConfig:
+    """The default run's segmenter settings (``segmenter=phantom_unet``), read from the config file."""
     from omegaconf import OmegaConf
 
     import mr2ct.conf
 
     default = Path(mr2ct.conf.__file__).parent / "segmenter" / "phantom_unet.yaml"
-    cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(SegmenterConfig), OmegaConf.load(default)))
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(SegmenterConfig), OmegaConf.load(default)))
+
+
+def rebuild_shipped(cache_dir: str | Path) -> Path:
+    """Train the default settings' segmenter (in ``cache_dir``, or take it from there) and make it the shipped
+    entry, replacing the shipped entries of older settings (``make segmenter-weights``)."""
+    cfg = default_settings()
     trained = cached(CACHE_KIND, cache_key(cfg), cache_dir, lambda folder: build_entry(cfg, cache_dir, folder))
     shutil.rmtree(SHIPPED_DIR / CACHE_KIND, ignore_errors=True)
     return copy_entry(cfg, trained, SHIPPED_DIR)
