@@ -153,6 +153,36 @@ def test_fused_bodies_are_split_at_the_narrow_disc():
     assert merged[2, 10, 32] == merged[2, 10, 45]  # without the split the fused pair is one vertebra
 
 
+def lumbar_bodies(fused: tuple[int, ...] = ()) -> np.ndarray:
+    """Five 27 mm lumbar bodies with 9 mm discs on a 1 mm grid (z up); the discs listed in ``fused`` are bone."""
+    body = np.zeros((6, 20, 190), bool)
+    for k in range(5):
+        body[1:5, 5:15, 5 + 36 * k:32 + 36 * k] = True
+    for disc in fused:  # disc k lies between body k and k+1: a thinner bridge, as a blurred synthetic CT gives
+        body[2:4, 8:12, 32 + 36 * disc:41 + 36 * disc] = True
+    return body
+
+
+@pytest.mark.parametrize("fused", [(0, 1, 2), (0, 2, 3), (0, 1, 2, 3)])
+def test_fused_majority_is_split_against_the_regions_body_height(fused):
+    """When fused blocks are most of the seeds (or there are fewer than three), their median says nothing about a
+    body's height; the lumbar cap does, and a block of n bodies is cut into n."""
+    body = lumbar_bodies(fused)
+    labels = number_vertebrae(body, body, np.eye(4), "lumbar", "caudal", min_body_mm3=10.0)
+    centres = [18 + 36 * k for k in range(5)]
+    assert [labels[2, 10, z] for z in centres] == [L5, L4, L3, VERTEBRA_IDS["L2"], VERTEBRA_IDS["L1"]]
+
+
+def test_pieces_of_one_body_at_the_same_level_are_one_vertebra():
+    body = lumbar_bodies()
+    body[3, :, :] = False  # each body in a left and a right piece, as a thin sagittal prediction can leave it
+    body[1:3, 5:15, 10:20] = False  # and the left piece of L5 shorter than the right one
+    labels = number_vertebrae(body, body, np.eye(4), "lumbar", "caudal", min_body_mm3=10.0)
+    for k, vertebra in enumerate([L5, L4, L3, VERTEBRA_IDS["L2"], VERTEBRA_IDS["L1"]]):
+        level = labels[:, :, 5 + 36 * k:32 + 36 * k]
+        assert set(np.unique(level[level > 0])) == {vertebra}
+
+
 def test_seed_numbers_continue_past_the_region_and_clip():
     heights = np.array([10.0, 50.0, 30.0, -20.0, 70.0, 90.0])  # six lumbar bodies, unordered
     assert seed_numbers(heights, "lumbar", "caudal").tolist() == [23, 21, 22, 24, 20, 19]  # T12..L5
@@ -376,7 +406,7 @@ def test_split_of_a_seed_few_voxels_tall_does_not_fail():
 
     seeds = np.zeros((3, 3, 12), dtype=int)
     seeds[1, 1, 0:1], seeds[1, 1, 3:4], seeds[1, 1, 6:8] = 1, 2, 3
-    split, count = split_tall_seeds(seeds, 3, np.eye(4), split_ratio=1.6)
+    split, count = split_tall_seeds(seeds, 3, np.eye(4), split_ratio=1.6, body_height_mm=27.0)
     assert count == 4
     assert sorted(np.unique(split[1, 1, 6:8])) == [3, 4]
 

@@ -3,10 +3,15 @@
 The rule (and its limits):
 
 1. Seeds: connected components (6-connectivity) of the vertebral-body class; components smaller than
-   ``min_body_mm3`` are dropped as debris. Bodies are separated by discs, so each seed is one vertebra,
-   unless a thin (degenerated) disc was predicted as bone: a component taller (along the voxel axis
-   closest to inferior-superior) than ``split_ratio`` times the median body height is cut into
-   round(height / median) pieces, each cut at the narrowest cross-section near its expected position.
+   ``min_body_mm3`` are dropped as debris. Components at the same level (their cranio-caudal extents overlap
+   by at least half the shorter one: pieces of one body cut apart in a thin or blurred prediction) are one
+   seed. Bodies are separated by discs, so each seed is one vertebra, unless a disc was predicted as bone
+   (a degenerated disc, or a synthetic CT that blurs it): a seed taller than ``split_ratio`` times the
+   reference body height is cut into n pieces, each cut at the narrowest cross-section near its expected
+   position. The reference height is the median seed height capped by the region's adult body height
+   (``BODY_HEIGHT_MM``), or that height alone with fewer than three seeds, so fused blocks that are the
+   majority cannot inflate it. A block of n bodies with discs a third of a body high is
+   n·b + (n−1)·b/3 tall, so n = round((h/b + 1/3) / (4/3)).
 2. Order: seeds are sorted by the inferior->superior (RAS z) coordinate of their centroid in mm.
 3. Numbers: with ``anchor="caudal"`` the lowest body is the region's last vertebra (L5, T12 or C7) and
    the others count upwards (L4, L3, ...; past the region into the one above: lumbar with six bodies
@@ -17,8 +22,8 @@ The rule (and its limits):
    (a detached spinous tip) takes the number of the nearest numbered bone voxel in mm.
 
 Limits: the numbers are right only if the field of view ends at the anchor vertebra and no body is
-missed or split; the split of fused bodies needs at least three bodies for a median height and fails
-for a fusion no taller than ``split_ratio`` median heights; without any body
+missed or split; the split of fused bodies fails for a fusion no taller than ``split_ratio`` reference
+heights, and C2 (body and dens, twice a cervical body) is cut in two; without any body
 the whole bone gets the anchor number. Per-vertebra Dice with the "overlap" rule (mr2ct.metrics.dice)
 ignores the numbers and scores the split alone.
 """
@@ -33,6 +38,10 @@ from mr2ct.core.config import ANCHORS
 from mr2ct.core.labels import REGIONS, VERTEBRA_IDS
 
 FIRST_ID, LAST_ID = VERTEBRA_IDS["C1"], VERTEBRA_IDS["L5"]
+# Typical adult vertebral body height (mm) per region, the cap of the reference height (module doc): C3-C7
+# about 14-15, T1-T12 16-25, L1-L5 26-29. "whole" takes the largest, leaving the median to decide.
+BODY_HEIGHT_MM = {"cervical": 15.0, "thoracic": 22.0, "lumbar": 27.0, "whole": 27.0}
+DISC_TO_BODY = 1.0 / 3.0  # disc height over body height (adult lumbar about 10/27, cervical 5/15)
 
 
 def body_seeds(body: np.ndarray, spacing: np.ndarray, min_body_mm3: float) -> tuple[np.ndarray, int]:
@@ -48,19 +57,50 @@ def body_seeds(body: np.ndarray, spacing: np.ndarray, min_body_mm3: float) -> tu
     return relabel[components], len(keep)
 
 
-def split_tall_seeds(seeds: np.ndarray, count: int, affine: np.ndarray, split_ratio: float) -> tuple[np.ndarray, int]:
-    """Cut seeds taller than ``split_ratio`` x the median seed height at their narrowest cross-sections."""
-    if count < 3:
+def si_axis(affine: np.ndarray) -> int:
+    """The voxel axis closest to inferior-superior."""
+    return int(np.argmax(np.abs(affine[2, :3])))
+
+
+def merge_same_level(seeds: np.ndarray, count: int, affine: np.ndarray) -> tuple[np.ndarray, int]:
+    """Join seeds whose cranio-caudal extents overlap by at least half the shorter one (one body in pieces)."""
+    if count < 2:
         return seeds, count
-    axis = int(np.argmax(np.abs(affine[2, :3])))  # the voxel axis closest to inferior-superior
+    axis = si_axis(affine)
     boxes = ndimage.find_objects(seeds, max_label=count)
-    heights = np.array([box[axis].stop - box[axis].start for box in boxes], dtype=float)
-    median = float(np.median(heights))
+    extents = sorted(((box[axis].start, box[axis].stop, label) for label, box in enumerate(boxes, start=1)))
+    target = np.arange(count + 1)
+    level_start, level_stop, level_label = extents[0]
+    for start, stop, label in extents[1:]:
+        overlap = min(stop, level_stop) - start
+        if overlap >= 0.5 * min(stop - start, level_stop - level_start):
+            target[label] = level_label
+            level_stop = max(level_stop, stop)
+        else:
+            level_start, level_stop, level_label = start, stop, label
+    labels = np.unique(target[1:])
+    relabel = np.zeros(count + 1, dtype=np.int32)
+    relabel[labels] = np.arange(1, len(labels) + 1)
+    return relabel[target][seeds], len(labels)
+
+
+def split_tall_seeds(seeds: np.ndarray, count: int, affine: np.ndarray, split_ratio: float,
+                     body_height_mm: float) -> tuple[np.ndarray, int]:
+    """Cut seeds taller than ``split_ratio`` x the reference body height (module doc) at their narrowest
+    cross-sections."""
+    if count == 0:
+        return seeds, count
+    axis = si_axis(affine)
+    step_mm = float(np.linalg.norm(affine[:3, axis]))
+    boxes = ndimage.find_objects(seeds, max_label=count)
+    heights = np.array([box[axis].stop - box[axis].start for box in boxes], dtype=float)  # voxels
+    cap = body_height_mm / step_mm
+    reference = min(float(np.median(heights)), cap) if count >= 3 else cap
     seeds = seeds.copy()
     for label, (box, height) in enumerate(zip(boxes, heights), start=1):
-        if height <= split_ratio * median:
+        if height <= split_ratio * reference:
             continue
-        pieces = max(int(round(height / median)), 2)
+        pieces = max(int(round((height / reference + DISC_TO_BODY) / (1 + DISC_TO_BODY))), 2)
         inside = seeds[box] == label
         area = np.convolve(inside.sum(axis=tuple(a for a in range(3) if a != axis)), np.ones(3) / 3, mode="same")
         window = max(int(height / (2 * pieces)), 1)
@@ -119,7 +159,10 @@ def number_vertebrae(
     """VerSe label map (int16) of ``bone`` split into vertebrae around the ``body`` seeds (module rule)."""
     body, bone = np.asarray(body, dtype=bool), np.asarray(bone, dtype=bool) | np.asarray(body, dtype=bool)
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
-    seeds, count = split_tall_seeds(*body_seeds(body, spacing, min_body_mm3), affine, split_ratio)
+    if region not in BODY_HEIGHT_MM:
+        raise ValueError(f"unknown region {region!r}; valid: {sorted(REGIONS)}")
+    seeds, count = merge_same_level(*body_seeds(body, spacing, min_body_mm3), affine)
+    seeds, count = split_tall_seeds(seeds, count, affine, split_ratio, BODY_HEIGHT_MM[region])
     labels = np.zeros(bone.shape, dtype=np.int16)
     if count == 0:
         labels[bone] = REGIONS[region][1] if anchor == "caudal" else REGIONS[region][0]

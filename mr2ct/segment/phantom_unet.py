@@ -67,7 +67,8 @@ from mr2ct.metrics.dice import (
 from mr2ct.segment.base import Segmentation, from_canonical, to_canonical
 from mr2ct.segment.numbering import number_vertebrae, sacral_bodies
 
-FORMAT_VERSION = 2  # 2: the sacrum class, sacral segments taken for bodies join the sacrum
+FORMAT_VERSION = 3  # 2: the sacrum class, sacral segments taken for bodies join the sacrum; 3: numbering
+# splits fused bodies against a capped reference height and joins same-level pieces (held-out ids change)
 CACHE_KIND = "segmenter"
 SHIPPED_DIR = Path(__file__).parent / "pretrained"  # a cache folder holding the default settings' entry
 WEIGHTS, CONFIG_FILE, HELDOUT = "weights.pt", "segmenter.json", "heldout.json"
