@@ -8,15 +8,21 @@
 # Extra arguments are Hydra overrides for both training jobs. BOOT_DIR (default multirun/landmark_bootstrap/<time>)
 # holds: t2w/ (pass 1's run), t1w_root/ (the T1w subjects; their landmarks are written here), t1w_succeeded/
 # (the subjects pass 1 gave landmarks, linked), t1w/ (pass 2's run), pass1.json, pass2.json, bootstrap.md.
-# T1W_SUBJECTS / T1W_SEED choose the T1w cohort (a seed apart from the T2w training phantom's).
+# T1W_SUBJECTS / T1W_SEED choose the T1w cohort (a seed apart from the T2w training phantom's). A T2w model that
+# BOOT_DIR/t2w already holds (results.json) is kept; the passes always start again from a fresh T1w root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 boot_dir=${BOOT_DIR:-multirun/landmark_bootstrap/$(date +%Y-%m-%d_%H-%M-%S)}
 mkdir -p "$boot_dir"
 
 # The T2w model, and T1w subjects without MR landmarks (the phantom's subject layout, landmarks removed).
-python -m mr2ct.train data=phantom_t2w "data.test_sets=[]" "hydra.run.dir=$boot_dir/t2w" \
-  experiment_name=landmark_bootstrap "$@"
+if [ -f "$boot_dir/t2w/results.json" ]; then
+  echo "pass 1 model: $boot_dir/t2w is done, kept"
+else
+  python -m mr2ct.train data=phantom_t2w "data.test_sets=[]" "hydra.run.dir=$boot_dir/t2w" \
+    experiment_name=landmark_bootstrap "$@"
+fi
+rm -rf "$boot_dir/t1w_root" "$boot_dir/t1w_succeeded" "$boot_dir/t1w" "$boot_dir"/pass*.json
 python -m mr2ct.phantom "out_dir=$boot_dir/t1w_root" preset=t1w "subjects=${T1W_SUBJECTS:-16}" "seed=${T1W_SEED:-1}" \
   val_fraction=0.125 test_fraction=0.375 "hydra.run.dir=$boot_dir/.phantom"
 rm -f "$boot_dir"/t1w_root/*/mr_landmarks.json

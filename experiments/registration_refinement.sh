@@ -12,6 +12,8 @@
 # Extra arguments are Hydra overrides for every training job (the extra test sets are off unless given again:
 # data.test_sets=...). ROUNDS, CLICK_NOISE_MM and LOOP_DIR (default multirun/registration_refinement/<time>)
 # choose the rounds, the noise and the folder: LOOP_DIR/round<k> per round, LOOP_DIR/refinement.md the report.
+# A round whose run dir holds results.json is kept, so an interrupted loop resumes where it stopped (delete
+# the round's folder to redo it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${ROUNDS:-3}
@@ -25,8 +27,12 @@ for ((k = 0; k < rounds; k++)); do
   if ((k > 0)); then
     derive=("registration.landmarks_from=$loop_dir/round$((k - 1))" registration.override_landmarks=true)
   fi
-  python -m mr2ct.train "data.phantom.landmark_noise_mm=$noise" "data.test_sets=[]" "hydra.run.dir=$run" \
-    experiment_name=registration_refinement ${derive[@]+"${derive[@]}"} "$@"
+  if [ -f "$run/results.json" ]; then
+    echo "round $k: $run is done, kept"
+  else
+    python -m mr2ct.train "data.phantom.landmark_noise_mm=$noise" "data.test_sets=[]" "hydra.run.dir=$run" \
+      experiment_name=registration_refinement ${derive[@]+"${derive[@]}"} "$@"
+  fi
   runs+=("$run")
 done
 python -m mr2ct.report.refinement "runs=[$(IFS=,; echo "${runs[*]}")]" "out=$loop_dir/refinement.md"
