@@ -221,3 +221,19 @@ def test_3d_patches_are_paired_and_cover_the_spine(tmp_path):
     start = np.clip((low + high) // 2 - 12, 0, np.array(shape) - 24)
     expected = slice_coded_volume(0, shape)[tuple(slice(s, s + 24) for s in start)]
     np.testing.assert_array_equal(val["mr"][0, 0].numpy(), expected)
+
+
+def test_3d_epoch_draws_patches_per_volume_each_its_own(tmp_path):
+    folder = write_prepared(tmp_path / "p3", dims=3, shape=(40, 70, 30))
+    single = SpineDataModule(folder, LoaderConfig(crop_size=24, batch_size=1, jitter=0.0), dims=3, seed=0)
+    module = SpineDataModule(folder, LoaderConfig(crop_size=24, batch_size=1, jitter=0.0, patches_per_volume=3),
+                             dims=3, seed=0)
+    single.setup("fit")
+    module.setup("fit")
+    assert len(module.train_set) == 3 * len(single.train_set)
+    patches = [batch["mr"] for batch in batches(module)]
+    assert len(patches) == len(module.train_set)
+    distinct = {tuple(patch.flatten()[::97].tolist()) for patch in patches}
+    assert len(distinct) > len(single.train_set)  # repeated volumes give other patches, not copies
+    with pytest.raises(ValueError, match="patches_per_volume"):
+        LoaderConfig(patches_per_volume=0)

@@ -98,10 +98,16 @@ class LoaderConfig:
     crop_size: int = 64  # 2D crop side; 3D patch side on every axis unless patch_size is set
     # 3D patch per axis (left-right, posterior-anterior, inferior-superior), e.g. the paper's [32, 128, 128]
     patch_size: Optional[List[int]] = None
+    # 3D: random patches drawn from each training volume per epoch (2D draws every spine slice once per epoch)
+    patches_per_volume: int = 1
     batch_size: int = 8
     num_workers: int = 0
     jitter: float = 0.2  # MR brightness and contrast jitter, training batches only
     flip_ap: bool = True
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.patches_per_volume, int) and self.patches_per_volume >= 1):
+            raise ValueError(f"loader.patches_per_volume must be an int >= 1, got {self.patches_per_volume!r}")
 
 
 class Sampler(str, Enum):

@@ -248,7 +248,8 @@ class UnpairedSampler(SeededSampler):
 
 class TrainSet(Dataset):
     """Random paired training views (keys from :class:`SeededSampler`). A sample is a sagittal slice (2D) or a
-    volume (3D: a patch around the spine); ``subjects`` names each volume's subject."""
+    volume (3D: a patch around the spine, ``loader.patches_per_volume`` samples per volume, each its own random
+    patch); ``subjects`` names each volume's subject."""
 
     def __init__(self, volumes: list[dict], subjects: Sequence[str], dims: int, loader_cfg: LoaderConfig,
                  min_spine_pixels: int):
@@ -257,7 +258,7 @@ class TrainSet(Dataset):
         if dims == 2:
             self.samples = [(v, int(s)) for v, vol in enumerate(volumes) for s in spine_slices(vol["seg"], min_spine_pixels)]
         else:
-            self.samples = [(v, -1) for v in range(len(volumes))]
+            self.samples = [(v, -1) for v in range(len(volumes)) for _ in range(loader_cfg.patches_per_volume)]
             self.boxes = [spine_box(vol["seg"]) for vol in volumes]
         if not self.samples:
             raise ValueError(f"no training sample has >= {min_spine_pixels} spine pixels")

@@ -9,7 +9,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from mr2ct.core.config import DatasetConfig, InferenceConfig
+from mr2ct.core.config import DatasetConfig, InferenceConfig, LoaderConfig
 from mr2ct.data.datamodule import SpineDataModule, TestVolume
 from mr2ct.data.preprocess import REGISTRATION_REPORT, load_manifest, prepare_dataset
 from mr2ct.data.sources import dataset_contrasts
@@ -49,10 +49,11 @@ def prepared_dataset(dataset_cfg: DatasetConfig, cfg: DictConfig, card: MethodCa
 
 def prepared_data(cfg: DictConfig, card: MethodCard, source_run: Path | None = None) -> tuple[Path, SpineDataModule]:
     """The prepared training data of ``cfg`` (see :func:`prepared_dataset`) and its data module."""
+    loader: LoaderConfig = OmegaConf.to_object(cfg.loader)  # type: ignore[assignment]  # checked before the data work
     prepared = prepared_dataset(cfg.data, cfg, card, source_run)
     log.info("prepared dataset %s (%s registration): %s", cfg.data.name, cfg.registration.mode.value, prepared)
     datamodule = SpineDataModule(
-        prepared, cfg.loader, dims=card.dims, paired=card.paired,
+        prepared, loader, dims=card.dims, paired=card.paired,
         min_spine_pixels=cfg.preprocess.min_spine_pixels, seed=cfg.seed,
     )
     return prepared, datamodule
