@@ -106,7 +106,7 @@ def test_a_plausible_box_spine_is_written_with_its_provenance_and_quality(tmp_pa
     payload = json.loads(target.read_text())
     assert payload["coordinate_system"] == "RAS" and payload["provenance"]["derived"] is True
     assert payload["provenance"]["quality"]["22"] == {"voxels": 20 * 20 * 20 + 10 * 30 * 10 + 20 * 15 * 20,
-                                                      "largest_component_fraction": 1.0}
+                                                      "largest_component_fraction": 1.0, "kept": True}
     assert np.allclose(read_landmarks(target)[22]["body"], derived.landmarks[22]["body"])
 
 
@@ -149,6 +149,33 @@ def test_stray_fragments_are_cut_and_reported_in_the_quality_figure():
     assert derived.plausible
     np.testing.assert_allclose(derived.landmarks[22]["body"], [-0.5, 9.5, 9.5])  # the fragment does not pull it
     assert derived.quality[22]["largest_component_fraction"] == pytest.approx(17000 / 17200)
+
+
+def test_a_partial_vertebra_at_the_edge_is_left_out_and_said_so():
+    """A sliver numbered as a vertebra of its own (FOV edge, debris) has centres that are not a whole vertebra's;
+    it is left out, and the rest of the spine is still derived."""
+    seg, subreg = box_spine()
+    array, parts = np.asarray(seg.array).copy(), np.asarray(subreg.array).copy()
+    array[15:25, 60:75, 205:215] = 19  # 1500 voxels above L1 (17000): a T12 cut by the field of view
+    parts[15:25, 60:75, 205:215] = BODY
+    derived = derive_landmarks(seg.with_array(array), subreg.with_array(parts))
+    assert derived.plausible and sorted(derived.landmarks) == [20, 21, 22, 23, 24]
+    assert derived.quality[19]["kept"] is False and derived.quality[20]["kept"] is True
+    halved = np.where((array == 24) & (np.arange(220) < 52), 0, array)  # L5 cut by the FOV: 8 of its 20 mm left
+    halved[array == 19] = 0
+    assert 24 not in derive_landmarks(seg.with_array(halved), subreg).landmarks
+
+
+def test_a_fragment_numbered_as_a_vertebra_in_the_middle_is_refused(tmp_path):
+    """The field of view cannot cut a vertebra between two others: a small one there is a fragment that took a
+    number, and the numbers on one side are off by one."""
+    seg, subreg = box_spine()
+    array = np.asarray(seg.array).copy()
+    array[(array == 22) & ((np.arange(220) < 119) | (np.arange(220) >= 120))] = 0  # 1 of its 20 mm left
+    derived = derive_landmarks(seg.with_array(array), subreg)
+    assert any(problem.startswith("vertebra 22:") and "fragment" in problem for problem in derived.problems)
+    assert not write_if_plausible(derived, tmp_path / "mr_landmarks.json", {"derived": True})
+    assert list(tmp_path.iterdir()) == []
 
 
 # --- a subject root without landmarks: prepared with derived ones --------------------------------------------

@@ -173,6 +173,16 @@ def test_fused_majority_is_split_against_the_regions_body_height(fused):
     assert [labels[2, 10, z] for z in centres] == [L5, L4, L3, VERTEBRA_IDS["L2"], VERTEBRA_IDS["L1"]]
 
 
+def test_s1_fused_with_l5_goes_to_the_sacrum_after_the_split():
+    """S1 predicted as a body and fused with L5 into one block: the block is split, and the piece centred below
+    the sacrum's top is sacrum, so the lowest vertebra is still L5 (not S1 named L5)."""
+    body = lumbar_bodies(fused=(0,))  # the lowest body plays S1, fused with the one above
+    labels = number_vertebrae(body, body, np.eye(4), "lumbar", "caudal", min_body_mm3=10.0, sacrum_top=31.0)
+    assert [labels[2, 10, 18 + 36 * k] for k in range(5)] == [SACRUM, L5, L4, L3, VERTEBRA_IDS["L2"]]
+    unaware = number_vertebrae(body, body, np.eye(4), "lumbar", "caudal", min_body_mm3=10.0)
+    assert unaware[2, 10, 18] == L5  # without the sacrum's top every number is one off
+
+
 def test_pieces_of_one_body_at_the_same_level_are_one_vertebra():
     body = lumbar_bodies()
     body[3, :, :] = False  # each body in a left and a right piece, as a thin sagittal prediction can leave it

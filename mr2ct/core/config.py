@@ -220,7 +220,7 @@ class SegmenterConfig:
     # --- phantom_unet: vertebra numbering (mr2ct.segment.numbering)
     anchor: str = "caudal"  # the caudal-most body is the region's last vertebra; cranial: top is the first
     min_body_mm3: float = 500.0
-    split_ratio: float = 1.6  # a body taller than this x the reference height is cut (fused bodies; numbering)
+    split_ratio: float = 1.9  # a body taller than this x the reference height is cut (fused bodies; numbering)
     # --- phantom_unet: runtime only (not part of the cache key)
     device: str = "auto"  # auto | cpu | cuda
     inference_batch_size: int = 32

@@ -4,7 +4,10 @@ This is the pure half of the loop of paper Fig. 1 (``python -m mr2ct.landmarks``
 ``registration.landmarks_from`` add the model that makes the segmentation): a segmentation of a synthetic CT
 on the MR grid gives body and spinous-process centres in MR space. A predicted segmentation has stray
 voxels and misplaced fragments, so each vertebra is first reduced to its largest connected component; the
-share of the vertebra's voxels in that component is its quality figure (1.0: one clean piece).
+share of the vertebra's voxels in that component is its quality figure (1.0: one clean piece). A vertebra
+at either end of the set with less than ``PARTIAL_FRACTION`` of its neighbour's voxels is left out
+(``kept: false`` in its quality): cut by the field of view, its centres are not the whole vertebra's, and the
+CT may not hold it at all. Adjacent adult vertebrae differ by about 10-20 % in volume.
 
 A derived set is refused, with the reason, when it is not anatomically plausible (:func:`plausibility_problems`),
 so a failed translation never silently becomes a registration:
@@ -18,6 +21,9 @@ so a failed translation never silently becomes a registration:
   35-45 mm in the lumbar spine; the bounds leave room for small and large patients and compressed bodies,
   and catch merged neighbours (two bodies under one id: a gap far too long) and split bodies (far too short).
   Ids that skip a level are judged per skipped level.
+* a vertebra between two others with less than ``FRAGMENT_FRACTION`` of the voxels of its larger
+  neighbour: the field of view cannot cut it, so it is a fragment numbered as a vertebra, and every number
+  on one side of it is off by one (a real body that the segmentation only half found stays well above);
 * a spinous-process centre not at least ``MIN_POSTERIOR_MM`` behind its body centre along RAS A (sagittal
   spine images are acquired with A as the anterior-posterior axis; the spinous process lies 30-60 mm behind
   the body in adults).
@@ -40,6 +46,8 @@ from mr2ct.registration.refine import landmarks_from_segmentation
 MIN_VERTEBRAE = 3
 BODY_SPACING_MM = (12.0, 55.0)
 MIN_POSTERIOR_MM = 10.0
+PARTIAL_FRACTION = 0.5
+FRAGMENT_FRACTION = 0.1
 SI, AP = 2, 1  # RAS axes: superior, anterior
 
 
@@ -48,7 +56,7 @@ class DerivedLandmarks:
     """Landmarks of one segmentation, the per-vertebra quality figures, and why they are implausible (if so)."""
 
     landmarks: Landmarks
-    quality: dict[int, dict[str, float]]  # vertebra -> voxels, largest_component_fraction
+    quality: dict[int, dict[str, float | bool]]  # vertebra -> voxels, largest_component_fraction, kept
     problems: list[str]
 
     @property
@@ -73,8 +81,33 @@ def largest_components(labels: np.ndarray) -> tuple[np.ndarray, dict[int, dict[s
     return cleaned, quality
 
 
-def plausibility_problems(landmarks: Landmarks) -> list[str]:
-    """Why a derived landmark set is not a spine (module doc); empty when it is plausible."""
+def small_vertebrae(kept_voxels: dict[int, float], fraction: float) -> list[int]:
+    """The vertebrae with less than ``fraction`` of the kept voxels of their larger neighbour."""
+    ids = sorted(kept_voxels)
+    small = []
+    for index, vertebra in enumerate(ids):
+        neighbours = [kept_voxels[ids[j]] for j in (index - 1, index + 1) if 0 <= j < len(ids)]
+        if neighbours and kept_voxels[vertebra] < fraction * max(neighbours):
+            small.append(vertebra)
+    return small
+
+
+def partial_ends(kept_voxels: dict[int, float]) -> list[int]:
+    """The vertebrae under ``PARTIAL_FRACTION`` of their neighbour at the ends of the set, where the field of
+    view cuts."""
+    ids, small = sorted(kept_voxels), set(small_vertebrae(kept_voxels, PARTIAL_FRACTION))
+    ends = []
+    for run in (ids, ids[::-1]):
+        for vertebra in run:
+            if vertebra not in small or vertebra in ends:
+                break
+            ends.append(vertebra)
+    return sorted(ends)
+
+
+def plausibility_problems(landmarks: Landmarks, kept_voxels: dict[int, float] | None = None) -> list[str]:
+    """Why a derived landmark set is not a spine (module doc); empty when it is plausible. ``kept_voxels`` (per
+    vertebra, after cleaning) adds the check for fragments numbered as vertebrae."""
     bodies = {v: kinds["body"] for v, kinds in sorted(landmarks.items()) if "body" in kinds}
     if len(bodies) < MIN_VERTEBRAE:
         return [f"too few vertebrae: {len(bodies)} with a body centre ({sorted(bodies)}), need {MIN_VERTEBRAE}"]
@@ -90,6 +123,9 @@ def plausibility_problems(landmarks: Landmarks) -> list[str]:
         if not low <= per_level <= high:
             problems.append(f"body spacing {upper}-{lower}: {per_level:.1f} mm per level, outside the anatomical "
                             f"[{low:g}, {high:g}] mm")
+    for vertebra in small_vertebrae(kept_voxels or {}, FRAGMENT_FRACTION):
+        problems.append(f"vertebra {vertebra}: {kept_voxels[vertebra]:.0f} voxels, under {FRAGMENT_FRACTION:g} "
+                        f"of a neighbour's: a fragment numbered as a vertebra shifts the numbers beside it")
     for vertebra, kinds in sorted(landmarks.items()):
         if "body" in kinds and "spinous" in kinds:
             behind = float(kinds["body"][AP] - kinds["spinous"][AP])
@@ -101,16 +137,23 @@ def plausibility_problems(landmarks: Landmarks) -> list[str]:
 
 def derive_landmarks(seg: Volume, subreg: Volume | None = None) -> DerivedLandmarks:
     """Landmarks of an MR-space segmentation (subregions used when given), cleaned to each vertebra's largest
-    component, with quality figures and plausibility problems. Sacrum and rib labels are left out: they have
-    no body or spinous process to register with."""
+    component and without partial vertebrae at its ends (module doc), with quality figures and plausibility
+    problems.
+    Sacrum and rib labels are left out: they have no body or spinous process to register with."""
     labels = integer_labels(np.asarray(seg.array), "derive_landmarks: seg")
     labels = np.where(np.isin(labels, list(NON_VERTEBRA_LABELS)), 0, labels)  # sacrum and ribs are no vertebrae
     cleaned, quality = largest_components(labels)
+    kept_voxels = {v: q["voxels"] * q["largest_component_fraction"] for v, q in quality.items()}
+    partial = partial_ends(kept_voxels)
+    cleaned[np.isin(cleaned, partial)] = 0
+    for vertebra, figures in quality.items():
+        figures["kept"] = vertebra not in partial
     if subreg is not None:
         check_same_grid(seg, subreg, "derive_landmarks(seg, subreg)")
         subreg = subreg.with_array(np.where(cleaned > 0, np.asarray(subreg.array), 0))
     landmarks = landmarks_from_segmentation(seg.with_array(cleaned), subreg)
-    return DerivedLandmarks(landmarks, quality, plausibility_problems(landmarks))
+    remaining = {v: n for v, n in kept_voxels.items() if v not in partial}
+    return DerivedLandmarks(landmarks, quality, plausibility_problems(landmarks, remaining))
 
 
 def write_if_plausible(derived: DerivedLandmarks, path: Path, provenance: dict) -> bool:

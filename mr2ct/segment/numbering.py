@@ -12,7 +12,9 @@ The rule (and its limits):
    (``BODY_HEIGHT_MM``), or that height alone with fewer than three seeds, so fused blocks that are the
    majority cannot inflate it. A block of n bodies with discs a third of a body high is
    n·b + (n−1)·b/3 tall, so n = round((h/b + 1/3) / (4/3)).
-2. Order: seeds are sorted by the inferior->superior (RAS z) coordinate of their centroid in mm.
+2. Order: seeds are sorted by the inferior->superior (RAS z) coordinate of their centroid in mm. Given the
+   top of the sacrum, seeds centred below it are sacral segments taken for bodies (S1 looks like one, and
+   may be fused with L5 into one block until the split): they are labelled sacrum and not numbered.
 3. Numbers: with ``anchor="caudal"`` the lowest body is the region's last vertebra (L5, T12 or C7) and
    the others count upwards (L4, L3, ...; past the region into the one above: lumbar with six bodies
    gives T12..L5); with ``anchor="cranial"`` the highest body is the region's first vertebra and the
@@ -35,7 +37,7 @@ from scipy import ndimage
 from skimage.segmentation import watershed
 
 from mr2ct.core.config import ANCHORS
-from mr2ct.core.labels import REGIONS, VERTEBRA_IDS
+from mr2ct.core.labels import REGIONS, SACRUM, VERTEBRA_IDS
 
 FIRST_ID, LAST_ID = VERTEBRA_IDS["C1"], VERTEBRA_IDS["L5"]
 # Typical adult vertebral body height (mm) per region, the cap of the reference height (module doc): C3-C7
@@ -82,6 +84,12 @@ def merge_same_level(seeds: np.ndarray, count: int, affine: np.ndarray) -> tuple
     relabel = np.zeros(count + 1, dtype=np.int32)
     relabel[labels] = np.arange(1, len(labels) + 1)
     return relabel[target][seeds], len(labels)
+
+
+def seed_heights(seeds: np.ndarray, count: int, affine: np.ndarray) -> np.ndarray:
+    """RAS z (mm) of each seed's centroid."""
+    centroids = np.array(ndimage.center_of_mass(seeds > 0, seeds, np.arange(1, count + 1))).reshape(count, 3)
+    return (centroids @ affine[:3, :3].T + affine[:3, 3])[:, 2]
 
 
 def split_tall_seeds(seeds: np.ndarray, count: int, affine: np.ndarray, split_ratio: float,
@@ -133,18 +141,13 @@ def seed_numbers(centroids_z_mm: np.ndarray, region: str, anchor: str) -> np.nda
     return np.clip(ids, FIRST_ID, LAST_ID)
 
 
-def sacral_bodies(body: np.ndarray, sacrum: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    """The ``body`` components centred below the top of the sacrum (its largest component): sacral segments
-    taken for vertebral bodies, which would otherwise be numbered L5 and shift every number by one."""
-    components, count = ndimage.label(body)
+def sacrum_top_mm(sacrum: np.ndarray, affine: np.ndarray) -> float | None:
+    """Height (RAS z, mm) of the top of the sacrum's largest component; None without a sacrum."""
     parts, n_parts = ndimage.label(sacrum)
-    if count == 0 or n_parts == 0:
-        return np.zeros(body.shape, dtype=bool)
+    if n_parts == 0:
+        return None
     largest = 1 + int(np.argmax(np.bincount(parts.ravel(), minlength=n_parts + 1)[1:]))
-    top = (np.argwhere(parts == largest) @ affine[:3, :3].T + affine[:3, 3])[:, 2].max()
-    centroids = np.array(ndimage.center_of_mass(body, components, np.arange(1, count + 1)))
-    heights = (centroids @ affine[:3, :3].T + affine[:3, 3])[:, 2]
-    return np.isin(components, 1 + np.flatnonzero(heights < top))
+    return float((np.argwhere(parts == largest) @ affine[:3, :3].T + affine[:3, 3])[:, 2].max())
 
 
 def number_vertebrae(
@@ -154,9 +157,12 @@ def number_vertebrae(
     region: str,
     anchor: str = "caudal",
     min_body_mm3: float = 500.0,
-    split_ratio: float = 1.6,
+    split_ratio: float = 1.9,
+    sacrum_top: float | None = None,
 ) -> np.ndarray:
-    """VerSe label map (int16) of ``bone`` split into vertebrae around the ``body`` seeds (module rule)."""
+    """VerSe label map (int16) of ``bone`` split into vertebrae around the ``body`` seeds (module rule). Seeds
+    centred below ``sacrum_top`` (RAS z, mm) are sacral segments taken for bodies: they grow as the sacrum
+    (``SACRUM``) and are not numbered, as S1 named L5 would shift every number by one."""
     body, bone = np.asarray(body, dtype=bool), np.asarray(bone, dtype=bool) | np.asarray(body, dtype=bool)
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
     if region not in BODY_HEIGHT_MM:
@@ -167,12 +173,20 @@ def number_vertebrae(
     if count == 0:
         labels[bone] = REGIONS[region][1] if anchor == "caudal" else REGIONS[region][0]
         return labels
-    centroids = np.array(ndimage.center_of_mass(seeds > 0, seeds, np.arange(1, count + 1)))
-    heights = (centroids @ affine[:3, :3].T + affine[:3, 3])[:, 2]
-    ids = np.concatenate([[0], seed_numbers(heights, region, anchor)]).astype(np.int16)
+    heights = seed_heights(seeds, count, affine)
+    sacral = below(heights, sacrum_top)
+    ids = np.zeros(count + 1, dtype=np.int16)
+    ids[1:][sacral] = SACRUM
+    if not sacral.all():
+        ids[1:][~sacral] = seed_numbers(heights[~sacral], region, anchor)
     box = ndimage.find_objects(bone.astype(np.uint8))[0]  # work inside the bone's bounding box only
     labels[box] = ids[grow_seeds(seeds[box], bone[box], spacing)]
     return labels
+
+
+def below(heights: np.ndarray, sacrum_top: float | None) -> np.ndarray:
+    """Which seed heights lie below the sacrum's top (none without a sacrum)."""
+    return heights < sacrum_top if sacrum_top is not None else np.zeros(len(heights), dtype=bool)
 
 
 def grow_seeds(seeds: np.ndarray, mask: np.ndarray, spacing: np.ndarray) -> np.ndarray:

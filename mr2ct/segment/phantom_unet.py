@@ -13,9 +13,9 @@ context reaches the network on 3 mm MR grids and on 1 mm CTs alike. Logits go ba
 bilinearly and the argmax gives classes: background, body, posterior elements, (``spinous_class``) the
 spinous process and (``sacrum_class``) the sacrum. The sacrum has its own class because S1 looks like a
 vertebral body: learnt as background, its top was predicted as a body often enough that the lowest body
-was S1, not L5, and every number was one off (caudal anchor); body components centred below the top of the
-predicted sacrum join it (:func:`mr2ct.segment.numbering.sacral_bodies`). Vertebra numbers come from
-:mod:`mr2ct.segment.numbering`.
+was S1, not L5, and every number was one off (caudal anchor); body seeds centred below the top of the
+predicted sacrum (also pieces of a block fused with L5, after it is split) join it
+(:func:`mr2ct.segment.numbering.number_vertebrae`). Vertebra numbers come from :mod:`mr2ct.segment.numbering`.
 
 The cache entry (``mr2ct.core.cache.cached("segmenter", key, ...)``) holds ``weights.pt`` (a state_dict, loaded
 with ``weights_only=True``), ``segmenter.json`` (the config) and ``heldout.json`` (Dice on the phantom
@@ -65,10 +65,11 @@ from mr2ct.metrics.dice import (
     mean_over_vertebrae,
 )
 from mr2ct.segment.base import Segmentation, from_canonical, to_canonical
-from mr2ct.segment.numbering import number_vertebrae, sacral_bodies
+from mr2ct.segment.numbering import number_vertebrae, sacrum_top_mm
 
 FORMAT_VERSION = 3  # 2: the sacrum class, sacral segments taken for bodies join the sacrum; 3: numbering
-# splits fused bodies against a capped reference height and joins same-level pieces (held-out ids change)
+# splits fused bodies against a capped reference height, joins same-level pieces, and sends split pieces
+# below the sacrum's top to the sacrum (held-out scores can change)
 CACHE_KIND = "segmenter"
 SHIPPED_DIR = Path(__file__).parent / "pretrained"  # a cache folder holding the default settings' entry
 WEIGHTS, CONFIG_FILE, HELDOUT = "weights.pt", "segmenter.json", "heldout.json"
@@ -292,11 +293,11 @@ class PhantomUNetSegmenter:
         canonical, back = to_canonical(ct_hu)
         classes = predict_classes(self.net, canonical, self.cfg)
         sacrum = classes == sacrum_class(self.cfg)  # all False without a sacrum class
-        sacrum |= sacral_bodies(classes == BODY_CLASS, sacrum, canonical.affine)
-        labels = number_vertebrae((classes == BODY_CLASS) & ~sacrum, (classes > 0) & ~sacrum, canonical.affine,
-                                  self.cfg.region, self.cfg.anchor, self.cfg.min_body_mm3, self.cfg.split_ratio)
+        labels = number_vertebrae(classes == BODY_CLASS, (classes > 0) & ~sacrum, canonical.affine, self.cfg.region,
+                                  self.cfg.anchor, self.cfg.min_body_mm3, self.cfg.split_ratio,
+                                  sacrum_top_mm(sacrum, canonical.affine))
         labels[sacrum] = SACRUM
-        subregions = CLASS_SUBREGION[np.where(sacrum, BACKGROUND, classes)]
+        subregions = CLASS_SUBREGION[np.where(labels == SACRUM, BACKGROUND, classes)]
         return Segmentation(from_canonical(labels, back, ct_hu), from_canonical(subregions, back, ct_hu))
 
 
