@@ -106,7 +106,8 @@ def test_a_plausible_box_spine_is_written_with_its_provenance_and_quality(tmp_pa
     payload = json.loads(target.read_text())
     assert payload["coordinate_system"] == "RAS" and payload["provenance"]["derived"] is True
     assert payload["provenance"]["quality"]["22"] == {"voxels": 20 * 20 * 20 + 10 * 30 * 10 + 20 * 15 * 20,
-                                                      "largest_component_fraction": 1.0, "kept": True}
+                                                      "largest_component_fraction": 1.0, "kept": True,
+                                                      "spinous_kept": True}
     assert np.allclose(read_landmarks(target)[22]["body"], derived.landmarks[22]["body"])
 
 
@@ -164,6 +165,20 @@ def test_a_partial_vertebra_at_the_edge_is_left_out_and_said_so():
     halved = np.where((array == 24) & (np.arange(220) < 52), 0, array)  # L5 cut by the FOV: 8 of its 20 mm left
     halved[array == 19] = 0
     assert 24 not in derive_landmarks(seg.with_array(halved), subreg).landmarks
+
+
+def test_a_spinous_centre_too_close_to_its_body_is_left_out_and_the_body_kept():
+    """A spinous process the synthetic CT missed leaves a "spinous" centre on the arch, 10-25 mm behind the body:
+    too close for any adult vertebra, so only that landmark goes; the set stays plausible."""
+    seg, subreg = box_spine()
+    labels, parts = np.asarray(seg.array), np.asarray(subreg.array).copy()
+    parts[(labels == 22) & (parts == SPINOUS_PROCESS)] = ARCH
+    parts[:, 48:60][(labels[:, 48:60] == 22)] = SPINOUS_PROCESS  # A -12..-1: the front of the arch
+    derived = derive_landmarks(seg, subreg.with_array(parts))
+    assert derived.plausible, derived.problems
+    assert "spinous" not in derived.landmarks[22] and "body" in derived.landmarks[22]
+    assert derived.quality[22]["spinous_kept"] is False and derived.quality[21]["spinous_kept"] is True
+    assert all("spinous" in derived.landmarks[v] for v in (20, 21, 23, 24))
 
 
 def test_a_fragment_numbered_as_a_vertebra_in_the_middle_is_refused(tmp_path):

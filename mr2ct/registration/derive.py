@@ -7,7 +7,11 @@ voxels and misplaced fragments, so each vertebra is first reduced to its largest
 share of the vertebra's voxels in that component is its quality figure (1.0: one clean piece). A vertebra
 at either end of the set with less than ``PARTIAL_FRACTION`` of its neighbour's voxels is left out
 (``kept: false`` in its quality): cut by the field of view, its centres are not the whole vertebra's, and the
-CT may not hold it at all. Adjacent adult vertebrae differ by about 10-20 % in volume.
+CT may not hold it at all. Adjacent adult vertebrae differ by about 10-20 % in volume. A spinous-process
+centre less than ``MIN_SPINOUS_DEPTH_MM`` behind its body centre (along RAS A) is left out too, the body
+centre kept (``spinous_kept: false``): the spinous process lies 30-60 mm behind the body in adults, and a
+centre closer than that comes from a spinous process the synthetic CT missed (a model translating the other
+contrast put them 10-27 mm too far forward on the phantom while its body centres were within 1-3 mm).
 
 A derived set is refused, with the reason, when it is not anatomically plausible (:func:`plausibility_problems`),
 so a failed translation never silently becomes a registration:
@@ -46,6 +50,7 @@ from mr2ct.registration.refine import landmarks_from_segmentation
 MIN_VERTEBRAE = 3
 BODY_SPACING_MM = (12.0, 55.0)
 MIN_POSTERIOR_MM = 10.0
+MIN_SPINOUS_DEPTH_MM = 25.0
 PARTIAL_FRACTION = 0.5
 FRAGMENT_FRACTION = 0.1
 SI, AP = 2, 1  # RAS axes: superior, anterior
@@ -152,6 +157,12 @@ def derive_landmarks(seg: Volume, subreg: Volume | None = None) -> DerivedLandma
         check_same_grid(seg, subreg, "derive_landmarks(seg, subreg)")
         subreg = subreg.with_array(np.where(cleaned > 0, np.asarray(subreg.array), 0))
     landmarks = landmarks_from_segmentation(seg.with_array(cleaned), subreg)
+    for vertebra, kinds in landmarks.items():
+        if "body" in kinds and "spinous" in kinds:
+            behind = float(kinds["body"][AP] - kinds["spinous"][AP])
+            if MIN_POSTERIOR_MM <= behind < MIN_SPINOUS_DEPTH_MM:  # closer still: refused below
+                del kinds["spinous"]
+            quality[vertebra]["spinous_kept"] = "spinous" in kinds
     remaining = {v: n for v, n in kept_voxels.items() if v not in partial}
     return DerivedLandmarks(landmarks, quality, plausibility_problems(landmarks, remaining))
 
