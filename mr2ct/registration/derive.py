@@ -61,7 +61,7 @@ class DerivedLandmarks:
     """Landmarks of one segmentation, the per-vertebra quality figures, and why they are implausible (if so)."""
 
     landmarks: Landmarks
-    quality: dict[int, dict[str, float | bool]]  # vertebra -> voxels, largest_component_fraction, kept
+    quality: dict[int, dict[str, float | bool]]  # vertebra -> voxels, largest_component_fraction, kept, spinous_kept
     problems: list[str]
 
     @property
@@ -142,9 +142,9 @@ def plausibility_problems(landmarks: Landmarks, kept_voxels: dict[int, float] | 
 
 def derive_landmarks(seg: Volume, subreg: Volume | None = None) -> DerivedLandmarks:
     """Landmarks of an MR-space segmentation (subregions used when given), cleaned to each vertebra's largest
-    component and without partial vertebrae at its ends (module doc), with quality figures and plausibility
-    problems.
-    Sacrum and rib labels are left out: they have no body or spinous process to register with."""
+    component, without partial vertebrae at its ends and spinous centres too close to their body (module doc),
+    with quality figures and plausibility problems. Sacrum and rib labels are left out: they have no body or
+    spinous process to register with."""
     labels = integer_labels(np.asarray(seg.array), "derive_landmarks: seg")
     labels = np.where(np.isin(labels, list(NON_VERTEBRA_LABELS)), 0, labels)  # sacrum and ribs are no vertebrae
     cleaned, quality = largest_components(labels)

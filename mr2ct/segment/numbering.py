@@ -86,12 +86,6 @@ def merge_same_level(seeds: np.ndarray, count: int, affine: np.ndarray) -> tuple
     return relabel[target][seeds], len(labels)
 
 
-def seed_heights(seeds: np.ndarray, count: int, affine: np.ndarray) -> np.ndarray:
-    """RAS z (mm) of each seed's centroid."""
-    centroids = np.array(ndimage.center_of_mass(seeds > 0, seeds, np.arange(1, count + 1))).reshape(count, 3)
-    return (centroids @ affine[:3, :3].T + affine[:3, 3])[:, 2]
-
-
 def split_tall_seeds(seeds: np.ndarray, count: int, affine: np.ndarray, split_ratio: float,
                      body_height_mm: float) -> tuple[np.ndarray, int]:
     """Cut seeds taller than ``split_ratio`` x the reference body height (module doc) at their narrowest
@@ -173,8 +167,9 @@ def number_vertebrae(
     if count == 0:
         labels[bone] = REGIONS[region][1] if anchor == "caudal" else REGIONS[region][0]
         return labels
-    heights = seed_heights(seeds, count, affine)
-    sacral = below(heights, sacrum_top)
+    centroids = np.array(ndimage.center_of_mass(seeds > 0, seeds, np.arange(1, count + 1)))
+    heights = (centroids @ affine[:3, :3].T + affine[:3, 3])[:, 2]
+    sacral = heights < sacrum_top if sacrum_top is not None else np.zeros(count, dtype=bool)
     ids = np.zeros(count + 1, dtype=np.int16)
     ids[1:][sacral] = SACRUM
     if not sacral.all():
@@ -182,11 +177,6 @@ def number_vertebrae(
     box = ndimage.find_objects(bone.astype(np.uint8))[0]  # work inside the bone's bounding box only
     labels[box] = ids[grow_seeds(seeds[box], bone[box], spacing)]
     return labels
-
-
-def below(heights: np.ndarray, sacrum_top: float | None) -> np.ndarray:
-    """Which seed heights lie below the sacrum's top (none without a sacrum)."""
-    return heights < sacrum_top if sacrum_top is not None else np.zeros(len(heights), dtype=bool)
 
 
 def grow_seeds(seeds: np.ndarray, mask: np.ndarray, spacing: np.ndarray) -> np.ndarray:
