@@ -86,6 +86,11 @@ def largest_components(labels: np.ndarray) -> tuple[np.ndarray, dict[int, dict[s
     return cleaned, quality
 
 
+def spinous_depth_mm(kinds: dict[str, np.ndarray]) -> float:
+    """How far (mm, along RAS A) a vertebra's spinous centre lies behind its body centre."""
+    return float(kinds["body"][AP] - kinds["spinous"][AP])
+
+
 def small_vertebrae(kept_voxels: dict[int, float], fraction: float) -> list[int]:
     """The vertebrae with less than ``fraction`` of the kept voxels of their larger neighbour."""
     ids = sorted(kept_voxels)
@@ -133,7 +138,7 @@ def plausibility_problems(landmarks: Landmarks, kept_voxels: dict[int, float] | 
                         f"of a neighbour's: a fragment numbered as a vertebra shifts the numbers beside it")
     for vertebra, kinds in sorted(landmarks.items()):
         if "body" in kinds and "spinous" in kinds:
-            behind = float(kinds["body"][AP] - kinds["spinous"][AP])
+            behind = spinous_depth_mm(kinds)
             if behind < MIN_POSTERIOR_MM:
                 problems.append(f"vertebra {vertebra}: spinous centre {behind:.1f} mm behind its body "
                                 f"(needs >= {MIN_POSTERIOR_MM:g} mm posterior)")
@@ -159,7 +164,7 @@ def derive_landmarks(seg: Volume, subreg: Volume | None = None) -> DerivedLandma
     landmarks = landmarks_from_segmentation(seg.with_array(cleaned), subreg)
     for vertebra, kinds in landmarks.items():
         if "body" in kinds and "spinous" in kinds:
-            behind = float(kinds["body"][AP] - kinds["spinous"][AP])
+            behind = spinous_depth_mm(kinds)
             if MIN_POSTERIOR_MM <= behind < MIN_SPINOUS_DEPTH_MM:  # closer still: refused below
                 del kinds["spinous"]
             quality[vertebra]["spinous_kept"] = "spinous" in kinds

@@ -46,6 +46,13 @@ BODY_HEIGHT_MM = {"cervical": 15.0, "thoracic": 22.0, "lumbar": 27.0, "whole": 2
 DISC_TO_BODY = 1.0 / 3.0  # disc height over body height (adult lumbar about 10/27, cervical 5/15)
 
 
+def compact(kept: np.ndarray, count: int) -> np.ndarray:
+    """Lookup table from labels 0..count to 1..len(kept) for the ``kept`` labels (in order), 0 for the rest."""
+    table = np.zeros(count + 1, dtype=np.int32)
+    table[kept] = np.arange(1, len(kept) + 1)
+    return table
+
+
 def body_seeds(body: np.ndarray, spacing: np.ndarray, min_body_mm3: float) -> tuple[np.ndarray, int]:
     """Connected components of the body mask with at least ``min_body_mm3`` volume, relabelled 1..n."""
     components, count = ndimage.label(body)
@@ -54,9 +61,7 @@ def body_seeds(body: np.ndarray, spacing: np.ndarray, min_body_mm3: float) -> tu
     voxel_mm3 = float(np.prod(spacing))
     sizes = np.bincount(components.ravel(), minlength=count + 1)[1:] * voxel_mm3
     keep = np.flatnonzero(sizes >= min_body_mm3) + 1
-    relabel = np.zeros(count + 1, dtype=np.int32)
-    relabel[keep] = np.arange(1, len(keep) + 1)
-    return relabel[components], len(keep)
+    return compact(keep, count)[components], len(keep)
 
 
 def si_axis(affine: np.ndarray) -> int:
@@ -81,9 +86,7 @@ def merge_same_level(seeds: np.ndarray, count: int, affine: np.ndarray) -> tuple
         else:
             level_start, level_stop, level_label = start, stop, label
     labels = np.unique(target[1:])
-    relabel = np.zeros(count + 1, dtype=np.int32)
-    relabel[labels] = np.arange(1, len(labels) + 1)
-    return relabel[target][seeds], len(labels)
+    return compact(labels, count)[target][seeds], len(labels)
 
 
 def split_tall_seeds(seeds: np.ndarray, count: int, affine: np.ndarray, split_ratio: float,
