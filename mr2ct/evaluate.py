@@ -35,10 +35,10 @@ def selected_test_sets(test_sets: list, names: list[str] | None, train_run: Path
 
 
 def evaluation_config(cfg: DictConfig, train_run: Path) -> DictConfig:
-    """The training run's config with this command's inference, seed, logger, paths, test sets and segmenter
-    (when one is chosen; else the run's own, which the run keeps)."""
+    """The training run's config with this command's inference, seed, logger, paths, isotropic outputs, test sets
+    and segmenter (when one is chosen; else the run's own, which the run keeps)."""
     trained = trained_config(train_run)
-    for key in ("inference", "seed", "logger", "paths", "experiment_name"):
+    for key in ("inference", "seed", "logger", "paths", "experiment_name", "iso"):
         trained[key] = cfg[key]
     if cfg.segmenter is not None:
         trained.segmenter = cfg.segmenter

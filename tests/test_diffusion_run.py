@@ -83,6 +83,16 @@ def test_samples_give_an_uncertainty_map(ddim_run: Path, tmp_path: Path, cache_d
         assert std.shape == mr.shape and std.min() >= 0 and std.max() > 0
 
 
+def test_evaluate_iso_true_writes_and_scores_isotropic_outputs(ddim_run: Path, tmp_path: Path, cache_dir: Path):
+    trained = json.loads((ddim_run / "results.json").read_text())
+    assert "dice_iso" not in trained["datasets"]["phantom_t1w"]  # trained without iso
+    results = evaluate(ddim_run, tmp_path / "iso", cache_dir, "inference.t=2", "iso=true")
+    aggregates = results["datasets"]["phantom_t1w"]["dice_iso"]["aggregates"]
+    assert all(0.0 <= value <= 1.0 for value in aggregates.values())
+    predictions = tmp_path / "iso" / "predictions" / "phantom_t1w"
+    assert sorted(predictions.glob("*_sct_seg_iso.nii.gz")) and sorted(predictions.glob("*_sct_iso.nii.gz"))
+
+
 def test_evaluate_scores_only_the_chosen_test_sets(ddim_run: Path, tmp_path: Path, cache_dir: Path):
     trained = json.loads((ddim_run / "results.json").read_text())
     assert list(trained["datasets"]) == ["phantom_t1w"]  # the T2w-like external sets: another contrast, not scored
