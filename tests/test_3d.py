@@ -23,6 +23,8 @@ from mr2ct.methods.registry import method_card
 from mr2ct.methods.windows import Windows
 from mr2ct.pipeline.run import run_task
 from mr2ct.pipeline.stages import build_method
+from mr2ct.report.figures import isotropic_views
+from mr2ct.tables import run_tables
 from mr2ct.train import train
 from tests.conftest import TINY, compose_config
 
@@ -275,6 +277,27 @@ def test_iso_run_writes_the_super_resolved_segmentation_on_the_ground_truth_grid
             image = nib.load(str(output).replace("_sct_iso.nii.gz", f"{suffix}.nii.gz"))
             assert image.shape == truth_shape
             np.testing.assert_allclose(image.affine, truth_affine, atol=1e-5)
+
+
+def test_report_shows_the_super_resolved_segmentation_next_to_the_native_one(tiny_run, tmp_path):
+    _, iso, run_dir = tiny_run
+    if not iso:
+        pytest.skip("iso outputs: the ddim_image_3d run")
+    out = tmp_path / "report"
+    report = run_tables(compose_config([f"runs={run_dir}", f"out_dir={out}", "figure_subjects=2"], config_name="tables"))
+    figure = out / "figures" / "isotropic_phantom_t1w.png"
+    assert figure in report.figures and figure.stat().st_size > 10_000
+    assert f"src='figures/{figure.name}'" in (out / "index.html").read_text()
+
+
+def test_isotropic_views_cut_the_middle_vertebra_and_the_spine_centre():
+    truth = np.zeros((6, 8, 30), np.int16)
+    truth[2:4, 2:6, 0:10], truth[2:4, 2:6, 10:20], truth[2:4, 2:6, 20:30] = 5, 6, 7  # middle vertebra 6: S 10..19
+    labels = np.arange(truth.size).reshape(truth.shape)
+    coronal, axial = isotropic_views(labels, truth)
+    np.testing.assert_array_equal(coronal, np.rot90(labels[:, 4, :]))  # A centre of 2..5: 3.5 -> 4
+    np.testing.assert_array_equal(axial, np.rot90(labels[:, :, 14]))  # S centre of 10..19: 14.5 -> 14
+    assert coronal.shape == (30, 6) and axial.shape == (8, 6)  # superior / anterior up, left-right across
 
 
 def test_a_3d_checkpoint_translates_sides_that_are_not_multiples_of_its_stride(tiny_run):

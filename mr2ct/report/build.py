@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from mr2ct.report.figures import method_grid, registration_figure, test_data_folders
+from mr2ct.report.figures import has_iso_outputs, isotropic_figure, method_grid, registration_figure, test_data_folders
 from mr2ct.report.render import (
     not_included_markdown,
     pvalues_csv,
@@ -45,7 +45,8 @@ def build_figures(
     tables: dict[str, Table], complete: list[RunRecord], figure_dir: Path, max_subjects: int
 ) -> tuple[list[Path], list[str]]:
     """Fig. 5-like translation grids and segmentation overlays (Table 1's rows), Fig. 4-like registration
-    comparisons (one run per registration mode), one of each per training data set; and for each figure that
+    comparisons (one run per registration mode), one of each per training data set, a Fig. 7-like super-resolved
+    segmentation per data set that a run scored with ``iso=true`` (a 3D method's first); and for each figure that
     could not be made, a line saying which data it lacked (a report never loses figures silently)."""
     figures: list[Path] = []
     not_made: list[str] = []
@@ -75,6 +76,15 @@ def build_figures(
             path = figure_dir / f"registration_{data}.png"
             add(registration_figure(by_mode, data, path), path, "prepared training data (only the cache holds it)",
                 [Path(run.prepared_dataset) / "train" for run in by_mode.values()])
+    iso_runs: dict[str, RunRecord] = {}
+    for run in sorted(complete, key=lambda r: (r.card.get("dims") != 3, r.name)):
+        for dataset in run.datasets:
+            if has_iso_outputs(run, dataset):
+                iso_runs.setdefault(dataset, run)
+    for dataset, run in sorted(iso_runs.items()):
+        path = figure_dir / f"isotropic_{dataset}.png"
+        add(isotropic_figure(run, dataset, path, max_subjects), path, "test data with isotropic ground truth",
+            test_data_folders(run))
     return figures, not_made
 
 

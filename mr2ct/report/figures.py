@@ -1,12 +1,13 @@
-"""The paper's figures from run dirs: translation grid (Fig. 5), registration comparison (Fig. 4) and
-segmentation overlays on the MR.
+"""The paper's figures from run dirs: translation grid (Fig. 5), registration comparison (Fig. 4),
+segmentation overlays on the MR and the super-resolved segmentation (Fig. 7).
 
 Everything is shown on the subject's native MR grid (RAS+), at the spine's mid-sagittal slice: the
 synthetic CT and its labels are already written there; the reference CT and labels are resampled from the
 prepared grid. The registration figure stays on the prepared grid, where the registered CT was stored.
 The test records come from the copy a training run keeps in its dir (``kept/test_data``), so figures build
 from any working directory and from a run dir copied without its cache; the registration figure needs the
-prepared training data, which only the cache holds.
+prepared training data, which only the cache holds. The super-resolution figure is on the 1 mm isotropic grid of
+the subject's isotropic ground truth, where runs with ``iso=true`` wrote their ``*_sct_seg_iso`` labels.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from mr2ct.core.io import load_nifti  # noqa: E402
+from mr2ct.core.io import Volume, load_nifti  # noqa: E402
 from mr2ct.core.values import ct_to_model  # noqa: E402
 from mr2ct.inference.checkpoint import kept_dir  # noqa: E402
+from mr2ct.inference.outputs import onto_mr_grid  # noqa: E402
 from mr2ct.pipeline.kept import TEST_DATA  # noqa: E402
 from mr2ct.report.runs import RunRecord  # noqa: E402
 from mr2ct.report.tables import REGISTRATION_LABELS, REGISTRATION_ORDER  # noqa: E402
@@ -156,4 +158,56 @@ def registration_figure(runs_by_mode: dict[str, RunRecord], dataset: str, path: 
         if seg.any():
             ax.contour(seg > 0, levels=[0.5], colors="cyan", linewidths=0.6)
     fig.suptitle(f"registered CT on the MR: {dataset}, training subject {subject}", fontsize=10)
+    return save(fig, path)
+
+
+def has_iso_outputs(run: RunRecord, dataset: str) -> bool:
+    """Whether ``run`` wrote super-resolved labels (``iso=true``) for ``dataset``."""
+    return run.run_dir is not None and any((run.run_dir / "predictions" / dataset).glob("*_sct_seg_iso.nii.gz"))
+
+
+def isotropic_views(labels: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A coronal and an axial view of RAS+ ``labels`` (superior and anterior up), both through the middle of
+    the ground truth ``truth``: the coronal plane at its mean A, the axial plane at the centre of its middle
+    vertebra. Both planes cut across the sagittal slices, where 3 mm slices become 1 mm."""
+    vertebrae = np.unique(truth[truth > 0])
+    axial = int(round(np.nonzero(truth == vertebrae[len(vertebrae) // 2])[2].mean()))
+    coronal = int(round(np.nonzero(truth)[1].mean()))
+    return np.rot90(labels[:, coronal, :]), np.rot90(labels[:, :, axial])
+
+
+def isotropic_figure(run: RunRecord, dataset: str, path: Path, max_subjects: int) -> Path | None:
+    """Super-resolution (paper Fig. 7): per test subject, the labels of the synthetic CT on the native MR grid
+    (shown on the 1 mm grid by nearest neighbour, so its 3 mm slices stay visible), on the 1 mm isotropic grid,
+    and the isotropic ground truth, each in a coronal and an axial view."""
+    subjects = []
+    for record_path in test_records(run, dataset):
+        with np.load(record_path) as record:
+            if "reference_iso_seg" not in record.files:
+                continue
+            truth = Volume(record["reference_iso_seg"], record["reference_iso_affine"])
+        native = run.run_dir / "predictions" / dataset / f"{record_path.stem}_sct_seg.nii.gz"
+        iso = run.run_dir / "predictions" / dataset / f"{record_path.stem}_sct_seg_iso.nii.gz"
+        if native.is_file() and iso.is_file():
+            subjects.append((record_path.stem, truth, native, iso))
+        if len(subjects) == max_subjects:
+            break
+    if not subjects:
+        return None
+    columns = ["native MR grid", "1 mm isotropic", "isotropic ground truth"]
+    fig, axes = plt.subplots(2 * len(subjects), 3, figsize=(7.5, 3.4 * len(subjects)), squeeze=False)
+    for i, (name, truth, native, iso) in enumerate(subjects):
+        labels = [onto_mr_grid(load_nifti(native)[0], truth, labels=True).array, load_nifti(iso)[0].array, truth.array]
+        for c, volume in enumerate(labels):
+            for r, view in enumerate(isotropic_views(volume, truth.array)):
+                ax = axes[2 * i + r, c]
+                ax.axis("off")
+                coloured = LABEL_COLOURS((view % 20) / 19.0)
+                coloured[view == 0] = (0.0, 0.0, 0.0, 1.0)
+                ax.imshow(coloured, interpolation="nearest")
+                if 2 * i + r == 0:
+                    ax.set_title(columns[c], fontsize=8)
+        axes[2 * i, 0].text(0, 1, f"{name} coronal", color="yellow", fontsize=7, va="top", transform=axes[2 * i, 0].transAxes)
+        axes[2 * i + 1, 0].text(0, 1, "axial", color="yellow", fontsize=7, va="top", transform=axes[2 * i + 1, 0].transAxes)
+    fig.suptitle(f"super-resolved segmentation: {run.summary.get('model')} on {dataset}", fontsize=10)
     return save(fig, path)
