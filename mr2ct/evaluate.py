@@ -53,9 +53,9 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path, logger: RunLogger) -> di
     checkpoint = Path(cfg.ckpt_path)
     source_run = checkpoint.parent.parent
     method = load_method(cfg.model.name, checkpoint)
-    _, datamodule = prepared_data(cfg, method.card, source_run)
+    prepared, datamodule = prepared_data(cfg, method.card, source_run)
     results, figures = score_test_sets(cfg, method, datamodule, run_dir, baseline=False, source_run=source_run)
-    results.update(source_run=str(source_run), checkpoint=str(checkpoint))
+    results.update(source_run=str(source_run), checkpoint=str(checkpoint), prepared_dataset=str(prepared))
     logger.log_results(results, figures)
     log_summary(results, run_dir)
     return results

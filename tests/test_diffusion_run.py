@@ -91,6 +91,8 @@ def test_evaluate_iso_true_writes_and_scores_isotropic_outputs(ddim_run: Path, t
     assert all(0.0 <= value <= 1.0 for value in aggregates.values())
     predictions = tmp_path / "iso" / "predictions" / "phantom_t1w"
     assert sorted(predictions.glob("*_sct_seg_iso.nii.gz")) and sorted(predictions.glob("*_sct_iso.nii.gz"))
+    scored = Path(results["prepared_dataset"])  # where the report finds the test records: the run's kept copy
+    assert scored.name == Path(trained["prepared_dataset"]).name and sorted((scored / "test").glob("*.npz"))
 
 
 def test_evaluate_scores_only_the_chosen_test_sets(ddim_run: Path, tmp_path: Path, cache_dir: Path):
