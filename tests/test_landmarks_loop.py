@@ -24,14 +24,21 @@ from mr2ct.core.config import DataConfig, PhantomConfig, PreprocessConfig, Regis
 from mr2ct.core.io import Volume
 from mr2ct.core.labels import ARCH, BODY, SPINOUS_PROCESS
 from mr2ct.core.subjects import Subject, load_subjects, read_landmarks
-from mr2ct.data.preprocess import DERIVED_LANDMARKS, REGISTRATION_REPORT, prepare_dataset
+from mr2ct.data.preprocess import DERIVED_LANDMARKS, REGISTRATION_REPORT, filled_in, prepare_dataset
 from mr2ct.data.sources import subject_root
 from mr2ct.inference.records import file_digest
 from mr2ct.landmarks import derive_root
 from mr2ct.phantom import generate_subject
 from mr2ct.pipeline.landmarks import RunLandmarks
 from mr2ct.registration import read_registration_report
-from mr2ct.registration.derive import DerivedLandmarks, derive_landmarks, landmark_errors_mm, write_if_plausible
+from mr2ct.registration.derive import (
+    DERIVATION_VERSION,
+    DerivedLandmarks,
+    checked_against_ct,
+    derive_landmarks,
+    landmark_errors_mm,
+    write_if_plausible,
+)
 from mr2ct.report.refinement import refinement_report
 from tests.conftest import TINY, compose_config, train_tiny
 
@@ -181,6 +188,36 @@ def test_a_spinous_centre_too_close_to_its_body_is_left_out_and_the_body_kept():
     assert all("spinous" in derived.landmarks[v] for v in (20, 21, 23, 24))
 
 
+def test_a_spinous_centre_whose_distance_to_its_body_differs_from_the_ct_is_left_out():
+    """A vertebra is rigid: its body-spinous distance (47.5 mm in the box spine) is the CT's. Here the CT says
+    47.5 + 2 mm for 21 (within 3 mm: kept), 47.5 - 10 mm for 22 (left out), and lacks 24 (left as it is)."""
+    derived = derive_landmarks(*box_spine())
+    body_to_spinous = np.array([0.0, -47.5, 0.0])
+    ct = {v: {"body": np.array([5.0, 0.0, s]), "spinous": np.array([5.0, 0.0, s]) + body_to_spinous}
+          for v, s in CENTRES_S.items() if v != 24}
+    ct[21]["spinous"] = ct[21]["body"] + body_to_spinous * (49.5 / 47.5)
+    ct[22]["spinous"] = ct[22]["body"] + body_to_spinous * (37.5 / 47.5)
+    checked = checked_against_ct(derived, ct)
+    assert "spinous" not in checked.landmarks[22] and "body" in checked.landmarks[22]
+    assert all("spinous" in checked.landmarks[v] for v in (20, 21, 23, 24))
+    assert checked.quality[22]["spinous_ct_difference_mm"] == pytest.approx(10.0)
+    assert checked.quality[21]["spinous_ct_difference_mm"] == pytest.approx(-2.0)
+    assert checked.quality[22]["spinous_kept"] is False and checked.quality[21]["spinous_kept"] is True
+    assert "spinous_ct_difference_mm" not in checked.quality[24] and checked.plausible
+    assert "spinous" in derived.landmarks[22]  # the input set is left as it was
+
+
+def test_derived_landmarks_replace_the_own_ones_landmark_by_landmark():
+    own = {20: {"body": np.zeros(3), "spinous": np.ones(3)}, 21: {"body": np.full(3, 2.0), "spinous": np.full(3, 3.0)}}
+    derived = {21: {"body": np.full(3, 9.0)}, 22: {"body": np.full(3, 7.0), "spinous": np.full(3, 8.0)}}
+    landmarks, added = filled_in(derived, own)
+    assert added == 3 and list(landmarks) == [20, 21, 22]
+    np.testing.assert_array_equal(landmarks[20]["spinous"], own[20]["spinous"])  # a vertebra the derived set lacks
+    np.testing.assert_array_equal(landmarks[21]["body"], derived[21]["body"])  # derived wins where it has one
+    np.testing.assert_array_equal(landmarks[21]["spinous"], own[21]["spinous"])  # its gap filled with the own
+    assert derived == {21: {"body": derived[21]["body"]}, 22: derived[22]}  # the input set is left as it was
+
+
 def test_a_fragment_numbered_as_a_vertebra_in_the_middle_is_refused(tmp_path):
     """The field of view cannot cut a vertebra between two others: a small one there is a fragment that took a
     number, and the numbers on one side are off by one."""
@@ -246,13 +283,13 @@ def test_prepare_derives_missing_landmarks_keyed_by_the_source_and_clicked_ones_
 
     key = json.loads((entry / COMPLETE_MARKER).read_text())
     assert key["registration"] == {"mode": "two_point", "landmarks_from": ExactSource.identity,
-                                   "override_landmarks": override}
+                                   "override_landmarks": override, "derivation": DERIVATION_VERSION}
     rows = {row["subject"]: row for row in read_registration_report(entry / REGISTRATION_REPORT)}
     expected_derived = sorted(rows) if override else sorted(set(rows) - {clicked})
     assert sorted(source.derived) == expected_derived
-    assert rows[clicked]["landmarks"] == ("derived" if override else "file")
+    assert rows[clicked]["landmarks"].startswith("derived" if override else "file")
     for name in expected_derived:
-        assert rows[name]["landmarks"] == "derived"
+        assert rows[name]["landmarks"].startswith("derived")
         derived = read_landmarks(entry / DERIVED_LANDMARKS / f"{name}.json")
         # the used landmarks are the ground truth's centres: well under the 3 mm click noise of the file
         assert rows[name]["landmark_error_mm"] < 0.5

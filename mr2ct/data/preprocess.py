@@ -40,13 +40,14 @@ from mr2ct.core.values import (
 )
 from mr2ct.data.sources import data_key, plain_config, subject_root
 from mr2ct.registration import (
+    Landmarks,
     evaluation_reference,
     register,
     registration_report,
     resample_to_grid,
     write_registration_report,
 )
-from mr2ct.registration.derive import DerivedLandmarks, write_if_plausible
+from mr2ct.registration.derive import DERIVATION_VERSION, DerivedLandmarks, write_if_plausible
 
 FORMAT_VERSION = 4  # 3: test records carry reference_iso_*; 4: the registration report says which landmarks and their errors
 SPLITS = ("train", "val", "test")
@@ -226,7 +227,8 @@ class LandmarkSource(Protocol):
 def registration_key(registration_cfg: RegistrationConfig, landmark_source: LandmarkSource | None) -> dict:
     """The registration part of the cache key: the mode and, with ``landmarks_from``, the deriving run's
     identity (resolved run dir, checkpoint path and the checkpoint's sha256, so a retrained run is a new entry)
-    and whether derived landmarks override the subjects' own. Without it the key is the mode alone, as before."""
+    whether derived landmarks override the subjects' own, and the version of the derivation rules. Without it the
+    key is the mode alone, as before."""
     registration = plain_config(registration_cfg)
     if registration.get("landmarks_from") is None:
         return {"mode": registration["mode"]}
@@ -234,7 +236,8 @@ def registration_key(registration_cfg: RegistrationConfig, landmark_source: Land
         raise ValueError(f"registration.landmarks_from={registration['landmarks_from']}: no landmark source was "
                          f"given to prepare the data with (a bug in the caller)")
     return {"mode": registration["mode"], "landmarks_from": landmark_source.identity,
-            "override_landmarks": bool(registration.get("override_landmarks", False))}
+            "override_landmarks": bool(registration.get("override_landmarks", False)),
+            "derivation": DERIVATION_VERSION}
 
 
 def prepared_key(
@@ -251,6 +254,18 @@ def prepared_key(
     }
 
 
+def filled_in(derived: Landmarks, own: Landmarks) -> tuple[Landmarks, int]:
+    """``derived`` with each of the subject's ``own`` landmarks it lacks added; and how many were added."""
+    landmarks = {v: dict(kinds) for v, kinds in derived.items()}
+    added = 0
+    for vertebra, kinds in own.items():
+        for kind, point in kinds.items():
+            if kind not in landmarks.setdefault(vertebra, {}):
+                landmarks[vertebra][kind] = point
+                added += 1
+    return dict(sorted(landmarks.items())), added
+
+
 def with_derived_landmarks(
     subjects: list[Subject], source: LandmarkSource, override: bool, folder: Path, progress: bool
 ) -> tuple[list[Subject], dict[str, str]]:
@@ -259,7 +274,9 @@ def with_derived_landmarks(
     uses (``file`` or ``derived``).
 
     A derived set that fails the plausibility checks is not used: the subject keeps its own landmarks, and
-    a subject with none makes the whole preparation fail, naming every such subject and the reason.
+    a subject with none makes the whole preparation fail, naming every such subject and the reason. A derived
+    set that overrides the subject's own replaces them landmark by landmark: where it has none (a spinous centre
+    left out, a vertebra cut by the field of view), the subject's own stays (:func:`filled_in`).
     """
     folder.mkdir()
     used, sources, failures = [], {}, []
@@ -270,8 +287,9 @@ def with_derived_landmarks(
             continue
         derived = source.derive(subject)
         if write_if_plausible(derived, folder / f"{subject.name}.json", source.provenance):
-            used.append(replace(subject, mr_landmarks=derived.landmarks))
-            sources[subject.name] = "derived"
+            landmarks, kept = filled_in(derived.landmarks, subject.mr_landmarks)
+            used.append(replace(subject, mr_landmarks=landmarks))
+            sources[subject.name] = f"derived ({kept} own kept)" if kept else "derived"
         elif subject.mr_landmarks:
             used.append(subject)
             sources[subject.name] = "file (derived implausible: " + "; ".join(derived.problems) + ")"

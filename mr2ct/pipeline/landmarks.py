@@ -1,5 +1,6 @@
 """A trained run as a source of MR landmarks (paper Fig. 1): translate the MR, segment the synthetic CT on the
-MR grid with the run's own segmenter, take body and spinous-process centres (:mod:`mr2ct.registration.derive`).
+MR grid with the run's own segmenter, take body and spinous-process centres and check the spinous ones against
+the subject's CT (:mod:`mr2ct.registration.derive`).
 
 ``python -m mr2ct.landmarks`` writes them into a subject root; ``registration.landmarks_from=<run>`` derives
 them while preparing the data and caches them with the prepared entry. Both use :class:`RunLandmarks`, so a
@@ -26,7 +27,8 @@ from mr2ct.inference.checkpoint import kept_dir, load_method, locate_checkpoint,
 from mr2ct.inference.outputs import onto_mr_grid
 from mr2ct.inference.records import file_digest
 from mr2ct.inference.volume import translate_volume
-from mr2ct.registration.derive import DerivedLandmarks, derive_landmarks
+from mr2ct.registration.derive import DerivedLandmarks, checked_against_ct, derive_landmarks
+from mr2ct.registration.rigid import ct_landmarks
 from mr2ct.segment import Segmentation, build_segmenter
 
 
@@ -76,8 +78,9 @@ class RunLandmarks:
         return self.segmenter.segment(on_mr.with_array(model_to_ct(on_mr.array).astype(np.float32)))
 
     def derive(self, subject: Subject) -> DerivedLandmarks:
+        """The subject's landmarks from the run's segmentation, spinous centres checked against its CT."""
         segmentation = self.segmentation(subject.mr)
-        return derive_landmarks(segmentation.labels, segmentation.subregions)
+        return checked_against_ct(derive_landmarks(segmentation.labels, segmentation.subregions), ct_landmarks(subject))
 
     @cached_property
     def provenance(self) -> dict[str, Any]:

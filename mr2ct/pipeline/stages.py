@@ -70,7 +70,7 @@ def registration_summary(prepared: Path) -> dict[str, Any]:
         "median_landmark_error_mm": median_of(rows, "landmark_error_mm"),
         "median_true_error_mm": median_of(rows, "true_error_mm"),
         "landmarks_from": load_manifest(prepared).get("landmarks_from"),
-        "derived_landmarks": sum(row.get("landmarks") == "derived" for row in rows),
+        "derived_landmarks": sum(str(row.get("landmarks")).startswith("derived") for row in rows),
         "per_subject": rows,
     }
 
