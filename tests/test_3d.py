@@ -3,6 +3,8 @@ not multiples of the network's stride, and tiny end-to-end runs of Pix2Pix 3D, D
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -288,6 +290,11 @@ def test_report_shows_the_super_resolved_segmentation_next_to_the_native_one(tin
     figure = out / "figures" / "isotropic_phantom_t1w.png"
     assert figure in report.figures and figure.stat().st_size > 10_000
     assert f"src='figures/{figure.name}'" in (out / "index.html").read_text()
+    iso_dice = json.loads((run_dir / "results.json").read_text())["datasets"]["phantom_t1w"]["dice_iso"]["aggregates"]
+    rows = list(csv.DictReader(io.StringIO((out / "table_isotropic_dice.csv").read_text())))
+    assert len(rows) == 1 and rows[0]["runs"] == "1"
+    for key in ("volume", "vertebra", "posterior_volume", "posterior_vertebra"):
+        assert float(rows[0][f"phantom_t1w/{key}"]) == pytest.approx(iso_dice[key], rel=1e-12)
 
 
 def test_isotropic_views_cut_the_middle_vertebra_and_the_spine_centre():

@@ -310,6 +310,7 @@ def test_method_comparison_sweeps_cover_every_method_once_in_one_experiment():
     assert sorted(swept) == sorted(METHODS)
     assert sweep("method_comparison").hydra.sweeper.params.data == "phantom_t1w,phantom_t2w"
     assert sweep("method_comparison_3d").inference.t == 25  # inference=ddim_3d
+    assert sweep("method_comparison_3d").iso is True  # the super-resolved outputs of Fig. 7
 
 
 def test_sweep_command_line_keeps_the_primary_conf_on_the_search_path():
