@@ -3,7 +3,9 @@
 # clicked MR landmarks (the phantom's, with CLICK_NOISE_MM of selection noise per axis, default 3) and trains;
 # round k derives every subject's MR landmarks with round k-1's model (translate the MR, segment the synthetic
 # CT on the MR grid with the run's segmenter, take centres: registration.landmarks_from, override_landmarks),
-# registers again and retrains. A subject whose derived landmarks are implausible keeps its clicked ones.
+# registers again and retrains. A subject whose derived landmarks are implausible keeps its clicked ones; a
+# plausible derived set replaces them landmark by landmark (a clicked one stays where the set has none, e.g. a
+# spinous centre left out because its distance to its body disagrees with the CT).
 # The report gives per round the median error of the landmarks used against the phantom's exact ones (mm),
 # the median registration error against the true transform (mm) and the posterior Dice of the round's model.
 #   experiments/registration_refinement.sh                                # CPU default scale, 3 rounds

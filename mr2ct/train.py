@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mr2ct.core.cli import hydra_entry, refuse_user_errors
 from mr2ct.core.config import register_configs
+from mr2ct.pipeline.clock import TrainingClock
 from mr2ct.pipeline.kept import keep_for_inference
 from mr2ct.pipeline.resume import ResumableDataOrder, finished_run
 from mr2ct.pipeline.run import RunLogger, is_multirun, objective, run_task
@@ -76,10 +77,11 @@ def train(cfg: DictConfig, run_dir: Path, logger: RunLogger) -> dict[str, Any]:
     if cfg.trainer.checkpoint_every_n_steps:  # last.ckpt mid-epoch too, for ckpt_path=last after a kill
         resumable.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", save_top_k=0, save_last=True,
                                          every_n_train_steps=cfg.trainer.checkpoint_every_n_steps))
+    clock = TrainingClock()
     trainer = L.Trainer(
         **trainer_settings(cfg),
         logger=logger.lightning,
-        callbacks=[checkpoints, *resumable, *logger.callbacks],
+        callbacks=[checkpoints, *resumable, clock, *logger.callbacks],
         default_root_dir=str(run_dir),
     )
     trainer.fit(method, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
@@ -90,6 +92,7 @@ def train(cfg: DictConfig, run_dir: Path, logger: RunLogger) -> dict[str, Any]:
     results["prepared_dataset"] = str(prepared)
     results["registration"] = registration_summary(prepared)
     results["checkpoint"] = checkpoints.last_model_path
+    results["training"] = clock.summary()
     logger.log_results(results, figures)
     log_summary(results, run_dir)
     return results

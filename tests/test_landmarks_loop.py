@@ -403,7 +403,8 @@ def test_a_root_without_mr_landmarks_trains_with_landmarks_from_a_smoke_run(smok
                 "checkpoint_sha256": file_digest(source / "checkpoints" / "last.ckpt")}
     prepared = Path(results["prepared_dataset"])
     key = json.loads((prepared / COMPLETE_MARKER).read_text())
-    assert key["registration"] == {"mode": "two_point", "landmarks_from": identity, "override_landmarks": False}
+    assert key["registration"] == {"mode": "two_point", "landmarks_from": identity, "override_landmarks": False,
+                                   "derivation": DERIVATION_VERSION}
     registration = results["registration"]
     assert registration["landmarks_from"] == identity
     assert registration["derived_landmarks"] == len(registration["per_subject"]) > 0

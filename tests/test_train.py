@@ -45,6 +45,9 @@ def test_train_writes_a_complete_reproducible_record(tiny_run: Path):
         assert np.isfinite(per_slice[metric]).all()
         assert block["image_quality"]["aggregates"][metric] == pytest.approx(np.mean(per_slice[metric]))
         assert np.isfinite(block["baseline_mean_ct"]["aggregates"][metric])
+    training = results["training"]  # trainer=smoke stops at 2 optimiser steps: one batch, as pix2pix makes 2 per batch
+    assert training["batches"] == 1 and torch.load(tiny_run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
+    assert training["seconds"] > 0 and training["batches_per_second"] == pytest.approx(1 / training["seconds"], rel=0.01)
     registration = results["registration"]
     assert len(registration["per_subject"]) == 4 and registration["median_tre_mm"] < 5.0
     meta = json.loads((tiny_run / "meta.json").read_text())
@@ -101,6 +104,8 @@ def test_resume_from_checkpoint_continues_training(tmp_path: Path, cache_dir: Pa
     first = torch.load(tiny_run / "checkpoints" / "last.ckpt", weights_only=True)
     second = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)
     assert first["global_step"] > 0 and second["global_step"] > first["global_step"]
+    trained = json.loads((resumed / "results.json").read_text())["training"]["batches"]  # its own batches only
+    assert 2 * trained == second["global_step"] - first["global_step"]  # pix2pix: 2 optimiser steps per batch
 
 
 def test_evaluate_reuses_the_checkpoint_without_training(tmp_path: Path, tiny_run: Path):

@@ -153,6 +153,10 @@ def log_summary(results: dict[str, Any], run_dir: Path) -> None:
     lines = [f"mr2ct run finished: {run_dir}"]
     for key, value in flatten_aggregates(results).items():
         lines.append(f"  {key:<40} {value:10.4f}")
+    if "training" in results:
+        training = results["training"]
+        lines.append(f"  training:     {training['seconds']:.0f} s, {training['batches']} batches "
+                     f"({training['batches_per_second']:.2f} per s)")
     lines.append(f"  results:      {run_dir / 'results.json'}")
     lines.append(f"  synthetic CT: {run_dir / 'predictions'}")
     lines.append(f"  figures:      {run_dir / 'figures'}")
