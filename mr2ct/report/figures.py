@@ -83,11 +83,16 @@ def show(ax, image: np.ndarray | None, index: int, title: str | None, vmin: floa
     ax.imshow(sagittal_view(image, index), cmap="gray", vmin=vmin, vmax=vmax)
 
 
+def label_colours(view: np.ndarray) -> np.ndarray:
+    """An RGBA image of a 2D label view, one colour per label id (cycling every 20 ids)."""
+    return LABEL_COLOURS((view % 20) / 19.0)
+
+
 def overlay_labels(ax, labels: np.ndarray | None, index: int) -> None:
     if labels is None:
         return
     view = sagittal_view(labels, index)
-    coloured = LABEL_COLOURS((view % 20) / 19.0)
+    coloured = label_colours(view)
     coloured[..., 3] = np.where(view > 0, 0.55, 0.0)
     ax.imshow(coloured)
 
@@ -202,7 +207,7 @@ def isotropic_figure(run: RunRecord, dataset: str, path: Path, max_subjects: int
             for r, view in enumerate(isotropic_views(volume, truth.array)):
                 ax = axes[2 * i + r, c]
                 ax.axis("off")
-                coloured = LABEL_COLOURS((view % 20) / 19.0)
+                coloured = label_colours(view)
                 coloured[view == 0] = (0.0, 0.0, 0.0, 1.0)
                 ax.imshow(coloured, interpolation="nearest")
                 if 2 * i + r == 0:
